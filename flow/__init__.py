@@ -1,0 +1,1 @@
+"""SRFlow Studio core package."""
