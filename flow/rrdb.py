@@ -1,0 +1,120 @@
+"""The RRDB conditional encoder (ESRGAN generator) and SRFlow's conditioning features."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def _lrelu(x):
+    return F.leaky_relu(x, 0.2)
+
+
+class DenseBlock(nn.Module):
+    """Residual dense block: five 3x3 convs with dense connections, residual scale 0.2."""
+
+    def __init__(self, nf: int, gc: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(nf, gc, 3, padding=1)
+        self.conv2 = nn.Conv2d(nf + gc, gc, 3, padding=1)
+        self.conv3 = nn.Conv2d(nf + 2 * gc, gc, 3, padding=1)
+        self.conv4 = nn.Conv2d(nf + 3 * gc, gc, 3, padding=1)
+        self.conv5 = nn.Conv2d(nf + 4 * gc, nf, 3, padding=1)
+
+    def forward(self, x):
+        feats = [x]
+        for conv in (self.conv1, self.conv2, self.conv3, self.conv4):
+            feats.append(_lrelu(conv(torch.cat(feats, 1))))
+        return x + 0.2 * self.conv5(torch.cat(feats, 1))
+
+
+class RRDB(nn.Module):
+    """Residual-in-residual dense block (three dense blocks, residual scale 0.2)."""
+
+    def __init__(self, nf: int, gc: int):
+        super().__init__()
+        self.RDB1 = DenseBlock(nf, gc)
+        self.RDB2 = DenseBlock(nf, gc)
+        self.RDB3 = DenseBlock(nf, gc)
+
+    def forward(self, x):
+        return x + 0.2 * self.RDB3(self.RDB2(self.RDB1(x)))
+
+
+class RRDBNet(nn.Module):
+    """``conv_first -> nb x RRDB -> trunk_conv`` plus nearest-upsampling convs.
+
+    :meth:`features` returns only the conditioning maps a flow needs;
+    :meth:`forward` is the plain SR network used for L1 pre-training.
+    """
+
+    def __init__(self, nf=64, nb=23, gc=32, scale=4, in_nc=3, out_nc=3):
+        super().__init__()
+        self.scale = scale
+        self.conv_first = nn.Conv2d(in_nc, nf, 3, padding=1)
+        self.RRDB_trunk = nn.ModuleList(RRDB(nf, gc) for _ in range(nb))
+        self.trunk_conv = nn.Conv2d(nf, nf, 3, padding=1)
+        self.upconv1 = nn.Conv2d(nf, nf, 3, padding=1)
+        self.upconv2 = nn.Conv2d(nf, nf, 3, padding=1)
+        if scale >= 8:
+            self.upconv3 = nn.Conv2d(nf, nf, 3, padding=1)
+        if scale >= 16:
+            self.upconv4 = nn.Conv2d(nf, nf, 3, padding=1)
+        self.HRconv = nn.Conv2d(nf, nf, 3, padding=1)
+        self.conv_last = nn.Conv2d(nf, out_nc, 3, padding=1)
+
+    def _ups(self):
+        return [m for m in (self.upconv1, self.upconv2, getattr(self, "upconv3", None),
+                            getattr(self, "upconv4", None)) if m is not None]
+
+    def trunk(self, lr, keep_blocks=()):
+        fea = self.conv_first(lr)
+        blocks = {}
+        h = fea
+        for i, blk in enumerate(self.RRDB_trunk):
+            h = blk(h)
+            if i in keep_blocks:
+                blocks[i] = h
+        return fea + self.trunk_conv(h), blocks
+
+    def features(self, lr, names, blocks):
+        """Conditioning maps ``{name: tensor}`` for ``names`` (``fea_up{r}``, r = HR/LR
+        ratio of that map: 0 means LR/2), each concatenated with the RRDB outputs of
+        ``blocks`` resized by nearest neighbour (64*(len(blocks)+1) channels)."""
+        last, kept = self.trunk(lr, set(blocks))
+        stack = torch.cat([kept[b] for b in blocks], 1) if blocks else None
+        want = {int(n) if float(n) >= 1 else 0 for n in names}
+        out = {}
+        if 0 in want:
+            out[0] = F.interpolate(last, scale_factor=0.5, mode="bilinear", align_corners=False,
+                                   recompute_scale_factor=True)
+        if 1 in want:
+            out[1] = last
+        need = max((r for r in want if r >= 2), default=1)
+        h, r = last, 1
+        for conv in self._ups():
+            if r >= need:
+                break
+            h = conv(F.interpolate(h if r == 1 else _lrelu(h), scale_factor=2, mode="nearest"))
+            r *= 2
+            if r in want:
+                out[r] = h
+        res = {}
+        for r, f in out.items():
+            if stack is not None:
+                s = stack
+                if s.shape[-2:] != f.shape[-2:]:
+                    s = F.interpolate(stack, size=f.shape[-2:], mode="nearest")
+                f = torch.cat([f, s], 1)
+            res[r] = f
+        return res
+
+    def forward(self, lr):
+        h, _ = self.trunk(lr)
+        r = 1
+        for conv in self._ups():
+            if r >= self.scale:
+                break
+            h = conv(F.interpolate(h if r == 1 else _lrelu(h), scale_factor=2, mode="nearest"))
+            r *= 2
+        return self.conv_last(_lrelu(self.HRconv(_lrelu(h))))
