@@ -87,6 +87,11 @@ class Condition:
     batch: int = 1
     hr_size: tuple[int, int] = (0, 0)    # unpadded HR (H, W)
 
+    def narrow(self, n: int) -> "Condition":
+        """The first ``n`` items of the batch (features only; caches are dropped)."""
+        return Condition(self.lr_shape, self.pad, {k: v[:n] for k, v in self.features.items()},
+                         None, n, self.hr_size)
+
     def nbytes(self) -> int:
         n = sum(t.numel() * t.element_size() for t in self.features.values())
         for c in self.caches or []:
@@ -360,6 +365,17 @@ class SRFlow(nn.Module):
         sr = self.decode(cond, lat)
         return (sr, lat) if return_latents else sr
 
-    def forward(self, hr, lr):
-        """Training objective: mean NLL in bits/dim (with dequantization noise)."""
-        return self.nll(hr, lr, dequantize=True).bits_per_dim.mean()
+    def forward(self, hr, lr, quant: int = 32, weight_l1: float = 0.0, l1_batch: int = 0, generator=None):
+        """Training objective: ``(loss, bits_per_dim, l1)`` where loss = mean NLL in
+        bits/dim with uniform dequantization + ``weight_l1`` * L1 of the tau=0 decode
+        (of the first ``l1_batch`` images, or all when 0)."""
+        cond = self.encode_condition(lr, cache=False)
+        bpd = self.nll(hr, cond, dequantize=True, quant=quant, generator=generator).bits_per_dim.mean()
+        loss, l1 = bpd, None
+        if weight_l1 > 0:
+            n = hr.shape[0] if l1_batch <= 0 else min(l1_batch, hr.shape[0])
+            c = cond if n == hr.shape[0] else cond.narrow(n)
+            sr = self.decode(c, self.draw_latents(c, 0.0, 0, n))
+            l1 = F.l1_loss(sr, hr[:n])
+            loss = loss + weight_l1 * l1
+        return loss, bpd, l1
