@@ -1,0 +1,221 @@
+"""Training entry point: loss goes down, exact resume, freeze, betas, NaN guard, DDP, export."""
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from flow.checkpoint import load_model
+from flow.data import CropSampler, DataError
+from flow.train import TrainConfig, Trainer, main as train_main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _photos(tmp: Path, n=3, size=96, seed=0) -> Path:
+    """Smooth random colour images (a learnable distribution)."""
+    rng = np.random.default_rng(seed)
+    d = tmp / "photos"
+    d.mkdir(parents=True, exist_ok=True)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    for i in range(n):
+        img = np.zeros((size, size, 3))
+        for c in range(3):
+            a, b, p = rng.uniform(1, 6, 3)
+            img[..., c] = 0.5 + 0.4 * np.sin(a * xx * 6 + p) * np.cos(b * yy * 6)
+        Image.fromarray((img * 255).round().astype(np.uint8)).save(d / f"img{i}.png")
+    return d
+
+
+def _cfg(tmp: Path, **optim) -> TrainConfig:
+    d = {
+        "model": {"preset": "tiny_4x"},
+        "data": {"train_dirs": [str(_photos(tmp))], "crop": 32, "batch": 2},
+        "encoder": {"pretrain_steps": 0},
+        "optim": {"steps": 40, "lr": 1e-3, "betas": [0.9, 0.99], **optim},
+        "run": {"dir": str(tmp / "run"), "ckpt_every": 1000, "val_every": 0, "log_every": 1, "seed": 3},
+    }
+    return TrainConfig.from_dict(d)
+
+
+def _trainer(cfg, **kw):
+    s = CropSampler.from_dirs(cfg.data.train_dirs, cfg.data.crop, cfg.model.scale)
+    return Trainer(cfg, device="cpu", sampler=s, **kw)
+
+
+def test_loss_decreases(tmp_path):
+    torch.manual_seed(0)
+    cfg = _cfg(tmp_path, steps=30, freeze_encoder_fraction=0.0)
+    tr = _trainer(cfg)
+    tr.run()
+    losses = [json.loads(l)["loss"] for l in open(tmp_path / "run" / "log.jsonl") if '"train"' in l]
+    assert len(losses) == 30
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.3, losses
+
+
+def test_resume_is_bit_exact(tmp_path):
+    cfg = _cfg(tmp_path, steps=20, weight_l1=0.5, l1_batch=1)
+    a = _trainer(cfg)
+    a.run(max_steps=10)            # 10 steps, checkpoint written at the end of run()
+    b = _trainer(cfg, resume=True)
+    assert b.step == 10
+    b.run(max_steps=5)
+    c_cfg = _cfg(tmp_path, steps=20, weight_l1=0.5, l1_batch=1)
+    c_cfg.run.dir = str(tmp_path / "run_straight")
+    c = _trainer(c_cfg)
+    c.run(max_steps=15)
+    for (k, v1), v2 in zip(b.model.state_dict().items(), c.model.state_dict().values()):
+        assert torch.equal(v1, v2), k
+    s1, s2 = b.opt.state_dict()["state"], c.opt.state_dict()["state"]
+    assert all(torch.equal(s1[i]["exp_avg_sq"], s2[i]["exp_avg_sq"]) for i in s1)
+    assert b.sched.state_dict()["last_epoch"] == c.sched.state_dict()["last_epoch"] == 15
+
+
+def test_encoder_freeze_and_betas(tmp_path):
+    cfg = _cfg(tmp_path, steps=10, freeze_encoder_fraction=0.5)
+    tr = _trainer(cfg)
+    assert tr.opt.param_groups[0]["betas"] == (0.9, 0.99)
+    assert tr.enc_opt.param_groups[0]["betas"] == (0.9, 0.99)
+    enc0 = {k: v.clone() for k, v in tr.model.RRDB.state_dict().items()}
+    flow0 = {k: v.clone() for k, v in tr.model.flowUpsamplerNet.state_dict().items()}
+    tr.run(max_steps=5)            # steps 0..4: frozen
+    assert all(torch.equal(enc0[k], v) for k, v in tr.model.RRDB.state_dict().items())
+    assert any(not torch.equal(flow0[k], v) for k, v in tr.model.flowUpsamplerNet.state_dict().items())
+    tr.run(max_steps=3)            # now past 50 %: encoder trains
+    assert any(not torch.equal(enc0[k], v) for k, v in tr.model.RRDB.state_dict().items())
+    # Adam really uses beta2 = 0.99: one step's second moment matches (1 - 0.99) * g^2
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = tr.opt.__class__([p], lr=0.1, betas=tr.cfg.optim.betas)
+    p.grad = torch.tensor([1.0, 2.0, 3.0])
+    opt.step()
+    assert torch.allclose(opt.state[p]["exp_avg_sq"], 0.01 * p.grad ** 2)
+
+
+def test_nonfinite_batch_is_skipped(tmp_path):
+    cfg = _cfg(tmp_path, steps=5)
+    tr = _trainer(cfg)
+    tr.run(max_steps=1)
+    before = {k: v.clone() for k, v in tr.model.state_dict().items()}
+    real = tr.sampler.batch
+
+    def poisoned(n, g):
+        hr, lr = real(n, g)
+        hr[0, 0, 0, 0] = float("nan")
+        return hr, lr
+    tr.sampler.batch = poisoned
+    tr.run(max_steps=1)
+    assert tr.skipped == 1
+    assert all(torch.equal(before[k], v) for k, v in tr.model.state_dict().items())
+    tr.sampler.batch = real
+    tr.run(max_steps=1)
+    assert any(not torch.equal(before[k], v) for k, v in tr.model.state_dict().items())
+
+
+def test_export_reproduces_model(tmp_path):
+    cfg = _cfg(tmp_path, steps=3)
+    cfg.run.export = str(tmp_path / "m.safetensors")
+    tr = _trainer(cfg)
+    tr.run()
+    m = load_model(cfg.run.export, device="cpu")
+    lr = torch.rand(1, 3, 8, 8)
+    tr.model.eval()
+    with torch.no_grad():
+        a = tr.model.sample(lr, 0.7, seed=5)
+        b = m.sample(lr, 0.7, seed=5)
+    assert torch.equal(a, b)
+    assert json.loads(m.meta["train_step"]) == 3
+
+
+def test_bad_data_folders(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        CropSampler.from_dirs([tmp_path / "nope"], 32, 4)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no images"):
+        CropSampler.from_dirs([tmp_path / "empty"], 32, 4)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match="cannot read"):
+        CropSampler.from_dirs([tmp_path / "bad"], 32, 4)
+
+
+def test_encoder_pretrain_stage(tmp_path):
+    d = {"model": "tiny_4x", "data": {"train_dirs": [str(_photos(tmp_path))], "crop": 32, "batch": 2},
+         "encoder": {"pretrain_steps": 4, "batch": 2}, "optim": {"steps": 2},
+         "run": {"dir": str(tmp_path / "run"), "val_every": 0, "log_every": 1}}
+    cfg = TrainConfig.from_dict(d)
+    tr = _trainer(cfg)
+    assert tr.stage == "encoder"
+    tr.run()
+    assert tr.stage == "flow" and tr.enc_step == 4 and tr.step == 2
+    recs = [json.loads(l) for l in open(tmp_path / "run" / "log.jsonl")]
+    assert [r["stage"] for r in recs if r["kind"] == "train"] == ["encoder"] * 4 + ["flow"] * 2
+
+
+def _free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def test_ddp_two_cpu_processes(tmp_path):
+    """torchrun-style launch with 2 gloo ranks: a few steps, replicas stay identical."""
+    cfg = {"model": {"preset": "tiny_4x"},
+           "data": {"train_dirs": [str(_photos(tmp_path))], "crop": 32, "batch": 2},
+           "optim": {"steps": 4, "freeze_encoder_fraction": 0.5},
+           "run": {"dir": str(tmp_path / "run"), "val_every": 0, "log_every": 1, "ckpt_every": 1000}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    script = tmp_path / "worker.py"
+    script.write_text(
+        "import sys, torch, torch.distributed as dist\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "from flow.train import TrainConfig, Trainer\n"
+        "from flow.data import CropSampler\n"
+        "dist.init_process_group('gloo')\n"
+        f"cfg = TrainConfig.load({str(tmp_path / 'c.yaml')!r})\n"
+        "s = CropSampler.from_dirs(cfg.data.train_dirs, cfg.data.crop, cfg.model.scale)\n"
+        "tr = Trainer(cfg, device='cpu', sampler=s)\n"
+        "tr.run()\n"
+        "flat = torch.cat([p.detach().flatten() for p in tr.model.parameters()])\n"
+        "ref = flat.clone(); dist.broadcast(ref, 0)\n"
+        "assert tr.step == 4\n"
+        "print('RANK', dist.get_rank(), 'MAXDIFF', float((flat - ref).abs().max()), 'NORM', float(flat.norm()))\n"
+        "dist.destroy_process_group()\n")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    port = _free_port()
+    procs = []
+    for rank in range(2):
+        e = dict(env, RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                 MASTER_PORT=str(port))
+        procs.append(subprocess.Popen([sys.executable, str(script)], env=e, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    for p, o in zip(procs, outs):
+        assert p.returncode == 0, o[-3000:]
+    diffs = [float(o.split("MAXDIFF")[1].split()[0]) for o in outs]
+    assert diffs == [0.0, 0.0], outs
+    norms = {o.split("NORM")[1].split()[0] for o in outs}
+    assert len(norms) == 1
+
+
+def test_cli_smoke(tmp_path):
+    cfg = {"model": "tiny_4x", "data": {"train_dirs": [str(_photos(tmp_path))], "crop": 32, "batch": 2},
+           "optim": {"steps": 2}, "run": {"dir": str(tmp_path / "run"), "val_every": 2, "log_every": 1,
+                                          "val_crop": 32, "val_images": ["astronaut"],
+                                          "export": str(tmp_path / "out.safetensors")}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    train_main(["--config", str(tmp_path / "c.yaml"), "--device", "cpu"])
+    recs = [json.loads(l) for l in open(tmp_path / "run" / "log.jsonl")]
+    val = [r for r in recs if r["kind"] == "val"]
+    assert val and math.isfinite(val[0]["psnr_t0"]) and "lr_psnr_t09" in val[0]
+    assert (tmp_path / "out.safetensors").exists()
+    assert (tmp_path / "run" / "log.csv").read_text().startswith("kind,stage,step,loss")
