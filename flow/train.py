@@ -207,18 +207,31 @@ class RunLog:
         self.jsonl = run_dir / "log.jsonl"
         self.csv = run_dir / "log.csv"
 
+    COLS = ["kind", "stage", "step", "loss", "lr", "step_time", "skipped", "psnr_t0", "psnr_bicubic",
+            "lr_psnr_t09", "nll_bpd", "elapsed"]
+
     def write(self, rec: dict) -> None:
         if not _is_main():
             return
         with open(self.jsonl, "a") as f:
             f.write(json.dumps(rec) + "\n")
         new = not self.csv.exists()
-        cols = ["kind", "stage", "step", "loss", "lr", "step_time", "skipped", "psnr_t0", "psnr_bicubic",
-                "lr_psnr_t09", "nll_bpd", "elapsed"]
         with open(self.csv, "a") as f:
             if new:
-                f.write(",".join(cols) + "\n")
-            f.write(",".join(str(rec.get(c, "")) for c in cols) + "\n")
+                f.write(",".join(self.COLS) + "\n")
+            f.write(",".join(str(rec.get(c, "")) for c in self.COLS) + "\n")
+
+    def truncate(self, stage: str, step: int) -> None:
+        """Drop records written after the checkpoint being resumed (stage, step)."""
+        if not _is_main() or not self.jsonl.exists():
+            return
+        order = {"encoder": 0, "flow": 1}
+        keep = [r for r in map(json.loads, self.jsonl.read_text().splitlines())
+                if (order[r["stage"]], r["step"]) <= (order[stage], step)]
+        self.jsonl.write_text("".join(json.dumps(r) + "\n" for r in keep))
+        self.csv.unlink(missing_ok=True)
+        csv_rows = [",".join(self.COLS)] + [",".join(str(r.get(c, "")) for c in self.COLS) for r in keep]
+        self.csv.write_text("\n".join(csv_rows) + "\n")
 
 
 # ----------------------------------------------------------------------------
@@ -345,6 +358,7 @@ class Trainer:
         self.gen.set_state(st["gen"])
         self.noise_gen.set_state(st["noise_gen"])
         torch.set_rng_state(st["torch_rng"])
+        self.log.truncate(self.stage, self.enc_step if self.stage == "encoder" else self.step)
         _log(f"resumed {self.stage} stage at step {self.enc_step if self.stage == 'encoder' else self.step}")
 
     # -- steps -------------------------------------------------------------

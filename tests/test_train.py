@@ -63,11 +63,16 @@ def test_loss_decreases(tmp_path):
 
 def test_resume_is_bit_exact(tmp_path):
     cfg = _cfg(tmp_path, steps=20, weight_l1=0.5, l1_batch=1)
+    cfg.run.ckpt_every = 5
     a = _trainer(cfg)
-    a.run(max_steps=10)            # 10 steps, checkpoint written at the end of run()
+    a.run(max_steps=12)            # checkpoints after steps 5, 10 and 12 (the last two kept)
+    # resume from step 10, as after a crash: the log's steps 11-12 must be dropped
+    (tmp_path / "run" / "latest.txt").write_text("ckpt_flow_0000010.pt")
     b = _trainer(cfg, resume=True)
     assert b.step == 10
     b.run(max_steps=5)
+    steps = [json.loads(l)["step"] for l in open(tmp_path / "run" / "log.jsonl")]
+    assert steps == list(range(1, 16))      # resumed log has no duplicated steps
     c_cfg = _cfg(tmp_path, steps=20, weight_l1=0.5, l1_batch=1)
     c_cfg.run.dir = str(tmp_path / "run_straight")
     c = _trainer(c_cfg)

@@ -1,0 +1,182 @@
+"""Measure the shipped model on the held-out photos and (re)write its model card.
+
+    .venv/bin/python scripts/model_card.py [--model assets/studio_4x.safetensors] [--log runs/studio_4x/log.jsonl]
+
+Writes assets/model_card/{metrics.json, training_curve.png, samples.png, training_log.csv}
+and assets/MODEL_CARD.md.  Metrics follow docs of flow.metrics (RGB, no shave; LR-PSNR is
+the NTIRE definition, PSNR(D(sr), D(gt))).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from flow.checkpoint import load_model  # noqa: E402
+from flow.data import HELDOUT, HELDOUT_LICENCES, heldout_images, make_lr, to_tensor  # noqa: E402
+from flow.imresize import imresize  # noqa: E402
+from flow.metrics import ntire_lr_psnr, pixel_std_diversity, psnr, ssim  # noqa: E402
+
+OUT = ROOT / "assets" / "model_card"
+
+# The calibration run of the official code (issue #7), for the comparison table.
+CALIBRATION = {"psnr_t0": 26.97, "psnr_bicubic": 26.70, "lr_psnr_t09": 35.4, "pixel_std_t09": 4.1,
+               "minutes": 50, "steps": 2544}
+
+
+def to_u8(t: torch.Tensor) -> np.ndarray:
+    return (t.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+
+
+@torch.inference_mode()
+def measure(model, images: dict, n_samples: int = 5, tau: float = 0.9) -> dict:
+    s = model.scale
+    rows = {}
+    for i, (name, hr) in enumerate(images.items()):
+        lr = make_lr(hr, s)
+        cond = model.encode_condition(to_tensor(lr)[None])
+        sr0 = to_u8(model.sample(cond, 0.0, seed=0)[0])
+        samples = [to_u8(x) for x in model.sample(cond, tau, seed=100 * i, n=n_samples)]
+        bic = imresize(lr, float(s))
+        lr_mean, lr_worst = ntire_lr_psnr(samples, hr, s)
+        rows[name] = {
+            "size": list(hr.shape[:2]),
+            "psnr_bicubic": psnr(bic, hr), "ssim_bicubic": ssim(bic, hr),
+            "psnr_t0": psnr(sr0, hr), "ssim_t0": ssim(sr0, hr),
+            "psnr_t09": float(np.mean([psnr(x, hr) for x in samples])),
+            "ssim_t09": float(np.mean([ssim(x, hr) for x in samples])),
+            "lr_psnr_t09_mean": lr_mean, "lr_psnr_t09_worst": lr_worst,
+            "lr_psnr_t0": ntire_lr_psnr([sr0], hr, s)[0],
+            "pixel_std_t09": pixel_std_diversity(np.stack(samples)),
+        }
+    keys = next(iter(rows.values())).keys() - {"size"}
+    mean = {k: float(np.mean([r[k] for r in rows.values()])) for k in keys}
+    mean["psnr_gain_t0"] = mean["psnr_t0"] - mean["psnr_bicubic"]
+    return {"per_image": rows, "mean": mean, "n_samples": n_samples, "tau": tau}
+
+
+@torch.inference_mode()
+def timing(model, size=128, repeats=3) -> dict:
+    lr = torch.rand(1, 3, size, size)
+    t0 = time.perf_counter()
+    cond = model.encode_condition(lr)
+    model.sample(cond, 0.9, seed=0)
+    first = time.perf_counter() - t0
+    further = []
+    for k in range(repeats):
+        t = time.perf_counter()
+        model.sample(cond, 0.9, seed=k + 1)
+        further.append(time.perf_counter() - t)
+    return {"lr_size": size, "first_sample_s": first, "further_sample_s": float(np.median(further)),
+            "threads": torch.get_num_threads()}
+
+
+def figure(model, hr: np.ndarray, path: Path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = model.scale
+    lr = make_lr(hr, s)
+    with torch.inference_mode():
+        cond = model.encode_condition(to_tensor(lr)[None])
+        sr0 = to_u8(model.sample(cond, 0.0, seed=0)[0])
+        samples = [to_u8(x) for x in model.sample(cond, 0.9, seed=7, n=3)]
+    panels = [("bicubic", imresize(lr, float(s))), ("τ = 0", sr0)] + \
+             [(f"τ = 0.9 (seed {7 + k})", x) for k, x in enumerate(samples)] + [("ground truth", hr)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.3))
+    for ax, (title, im) in zip(axes, panels):
+        ax.imshow(im)
+        ax.set_title(title, fontsize=10)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def curve(log_path: Path, path: Path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    recs = [json.loads(l) for l in open(log_path)]
+    tr = [r for r in recs if r["kind"] == "train" and r["stage"] == "flow"]
+    enc = [r for r in recs if r["kind"] == "train" and r["stage"] == "encoder"]
+    val = [r for r in recs if r["kind"] == "val"]
+    fig, axes = plt.subplots(1, 4, figsize=(18, 3.6))
+    if enc:
+        axes[0].plot([r["step"] for r in enc], [r["loss"] for r in enc], lw=0.6)
+    axes[0].set(title="encoder L1 pre-training", xlabel="step", ylabel="L1")
+    if tr:
+        x = np.array([r["step"] for r in tr])
+        y = np.array([r["loss"] for r in tr])
+        k = max(1, len(y) // 50)
+        axes[1].plot(x, y, lw=0.3, alpha=0.4)
+        axes[1].plot(x[k - 1:], np.convolve(y, np.ones(k) / k, mode="valid"), lw=1.2)
+    axes[1].set(title="flow NLL (bits/dim, dequantized)", xlabel="flow step")
+    if val:
+        vx = [r["step"] for r in val]
+        axes[2].plot(vx, [r["psnr_t0"] for r in val], "o-", label="τ=0")
+        axes[2].plot(vx, [r["psnr_bicubic"] for r in val], "--", label="bicubic")
+        axes[2].axhline(CALIBRATION["psnr_t0"] - CALIBRATION["psnr_bicubic"] + np.mean(
+            [r["psnr_bicubic"] for r in val]), color="gray", ls=":", label="official-code calibration gain")
+        axes[2].legend(fontsize=8)
+        axes[3].plot(vx, [r["lr_psnr_t09"] for r in val], "o-", label="ours τ=0.9")
+        axes[3].axhline(CALIBRATION["lr_psnr_t09"], color="gray", ls=":", label="calibration run")
+        axes[3].axhline(40, color="red", ls="--", lw=0.8, label="target")
+        axes[3].legend(fontsize=8)
+    axes[2].set(title="validation PSNR (128² crops)", xlabel="flow step", ylabel="dB")
+    axes[3].set(title="validation LR-PSNR", xlabel="flow step", ylabel="dB")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default=str(ROOT / "assets" / "studio_4x.safetensors"))
+    ap.add_argument("--log", default=str(ROOT / "runs" / "studio_4x" / "log.jsonl"))
+    ap.add_argument("--full", action="store_true", help="also measure the whole held-out photos")
+    a = ap.parse_args(argv)
+    OUT.mkdir(parents=True, exist_ok=True)
+    model = load_model(a.model, device="cpu")
+    meta = model.meta
+    res = {"model": Path(a.model).name, "train_step": json.loads(meta.get("train_step", "0")),
+           "train_seconds": json.loads(meta.get("train_seconds", "0")),
+           "parameters": sum(p.numel() for p in model.parameters()),
+           "crops256": measure(model, heldout_images(HELDOUT[:4], crop=256)),
+           "timing": timing(model), "torch": torch.__version__, "machine": platform.machine()}
+    if a.full:
+        res["full"] = measure(model, heldout_images(HELDOUT, crop=None), n_samples=3)
+    (OUT / "metrics.json").write_text(json.dumps(res, indent=1))
+    figure(model, heldout_images(["chelsea"], crop=128)["chelsea"], OUT / "samples.png")
+    if Path(a.log).exists():
+        curve(Path(a.log), OUT / "training_curve.png")
+        import csv
+        recs = [json.loads(l) for l in open(a.log)]
+        cols = ["kind", "stage", "step", "loss", "l1", "lr", "step_time", "elapsed", "psnr_t0", "psnr_bicubic",
+                "lr_psnr_t09", "psnr_t09", "nll_bpd"]
+        with open(OUT / "training_log.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(cols)
+            for r in recs:
+                if r["kind"] == "val" or r["step"] % 50 == 0:
+                    w.writerow([r.get(c, "") for c in cols])
+    print(json.dumps(res["crops256"]["mean"], indent=1))
+    print(json.dumps(res["timing"], indent=1))
+    if "full" in res:
+        print(json.dumps(res["full"]["mean"], indent=1))
+
+
+if __name__ == "__main__":
+    main()
