@@ -46,7 +46,7 @@ def _read_pth(path: Path) -> dict[str, torch.Tensor]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - surface a clear message for any unreadable file
         raise CheckpointError(f"{path}: cannot read as a PyTorch weights file ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0][:200]})") from None
+                              f"{(str(e).splitlines() or ['empty or truncated file'])[0][:200]})") from None
     for key in ("state_dict", "params", "params_ema", "model"):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]

@@ -41,9 +41,12 @@ class ActNorm(nn.Module):
         self.logs = nn.Parameter(torch.zeros(1, channels, 1, 1))
         self.register_buffer("inited", torch.tensor(False), persistent=False)
 
-    def _load_from_state_dict(self, *args, **kwargs):
-        super()._load_from_state_dict(*args, **kwargs)
-        self.inited.fill_(True)
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        # only when this layer's weights were actually loaded (a partial load, e.g.
+        # RRDB-only with strict=False, must keep the data-dependent init)
+        if prefix + "bias" in state_dict or prefix + "logs" in state_dict:
+            self.inited.fill_(True)
 
     @torch.no_grad()
     def initialize(self, x: torch.Tensor) -> None:
@@ -212,10 +215,10 @@ class InvConv1x1(nn.Module):
     def inverse_matrix(self) -> torch.Tensor:
         w = self.matrix()
         if torch.is_grad_enabled() and w.requires_grad:
-            return torch.inverse(w.double()).float()
+            return torch.inverse(w.double()).to(w.dtype)
         key = (w.data_ptr(), w._version if not self.lu else None, w.device)
         if self.lu or self._inv_cache is None or self._inv_cache[0] != key:
-            inv = torch.inverse(w.detach().double()).float()
+            inv = torch.inverse(w.detach().double()).to(w.dtype)
             self._inv_cache = (key, inv)
         return self._inv_cache[1]
 
@@ -323,6 +326,8 @@ class CondAffine(nn.Module):
         if isinstance(cond, CondCache):
             h = sub.first_linear(z1, slice(0, self.c_nn)) + cond.h0_ft
         else:
+            if cond.shape[0] != z1.shape[0]:   # one LR condition, n samples (as the cached path)
+                cond = cond.expand(z1.shape[0], -1, -1, -1)
             h = sub.first_linear(torch.cat([z1, cond], dim=1))
         shift, raw = _cross(sub.rest(h))
         return shift, self._scale(raw)

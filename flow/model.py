@@ -350,8 +350,8 @@ class SRFlow(nn.Module):
         for k in range(n):
             g = torch.Generator().manual_seed(int(seed) + k)
             per.append([torch.randn((1,) + s, generator=g) * float(temperature) for s in shapes])
-        dev = self.device
-        levels = [torch.cat([p[i] for p in per]).to(dev) for i in range(len(shapes))]
+        dev, dtype = self.device, next(self.parameters()).dtype
+        levels = [torch.cat([p[i] for p in per]).to(dev, dtype) for i in range(len(shapes))]
         return Latents(levels, self.latent_strides, (H, W))
 
     @torch.inference_mode()
