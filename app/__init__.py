@@ -1,0 +1,1 @@
+"""SRFlow Studio application: the editing session and the Gradio UI."""
