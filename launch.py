@@ -15,8 +15,11 @@ The app works offline: no CDN assets, analytics off, nothing fetched at run time
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 # Before gradio (or huggingface_hub) is imported anywhere: no analytics, no telemetry.
@@ -51,8 +54,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=1,
                    help="requests processed at the same time (default 1)")
     p.add_argument("--max-file-size", default="20mb", help="upload size limit (default 20mb)")
+    p.add_argument("--history-mb", type=int, default=256,
+                   help="memory of the undo history per browser tab, in MB (default 256)")
     a = p.parse_args(argv)
-    for name in ("max_side", "queue_size", "concurrency", "port"):
+    for name in ("max_side", "queue_size", "concurrency", "port", "history_mb"):
         if getattr(a, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be positive")
     return a
@@ -107,12 +112,20 @@ def main(argv=None) -> None:
     for name, m in models.items():
         print(f"model {name}: {m.cfg.name}, {m.scale}x, on {m.device}", flush=True)
 
-    from app.ui import build_demo
+    # gradio's file cache: a directory of this server's own (unless GRADIO_TEMP_DIR is set),
+    # cleaned every 30 min of files older than 2 h, and removed at exit
+    if not os.environ.get("GRADIO_TEMP_DIR"):
+        cache = tempfile.mkdtemp(prefix="srflow-studio-cache-")
+        os.environ["GRADIO_TEMP_DIR"] = cache
+        atexit.register(shutil.rmtree, cache, ignore_errors=True)
+
+    from app.ui import build_demo, launch_kwargs
 
     demo = build_demo(models, max_side=args.max_side, queue_size=args.queue_size,
-                      concurrency=args.concurrency)
+                      concurrency=args.concurrency, max_history_mb=args.history_mb,
+                      delete_cache=(1800, 7200))
     demo.launch(server_name=args.host, server_port=args.port, share=args.share,
-                max_file_size=args.max_file_size, show_error=False)
+                **launch_kwargs(args.max_file_size))
 
 
 if __name__ == "__main__":

@@ -212,14 +212,15 @@ class Studio:
     """Handlers (thin wrappers around EditSession) plus the shared, read-only config."""
 
     def __init__(self, models: dict, max_side: int = 256, max_upload_bytes: int = MAX_BYTES,
-                 history: int = 20):
+                 history: int = 20, max_history_mb: int = 256):
         if not models:
             raise ValueError("no model given")
         self.models = dict(models)
         self.default_model = next(iter(self.models))
         self.max_side = int(max_side)
         self.max_upload_bytes = int(max_upload_bytes)
-        self.history = int(history)
+        # undo history per tab: at most ``history`` steps and ``max_history_mb`` of memory
+        self.history_kw = dict(history=int(history), max_history_bytes=int(max_history_mb) * 2**20)
         self.out_dir = Path(tempfile.mkdtemp(prefix="srflow-studio-"))
         atexit.register(shutil.rmtree, self.out_dir, ignore_errors=True)
         self._n_written = 0
@@ -275,10 +276,10 @@ class Studio:
         notes = []
         if kind == "hr":
             img, note = self._fit_hr(img, model.scale, "the HR photo")
-            sess = S.EditSession.from_hr(model, img, history=self.history)
+            sess = S.EditSession.from_hr(model, img, **self.history_kw)
         else:
             img, note = fit_max_side(img, self.max_side)
-            sess = S.EditSession(model, img, history=self.history)
+            sess = S.EditSession(model, img, **self.history_kw)
         if note:
             notes.append(note)
         return sess, notes
@@ -542,7 +543,7 @@ class Studio:
                 from flow.data import make_lr
                 sc = model.scale
                 crop = img[:img.shape[0] // sc * sc, :img.shape[1] // sc * sc]
-                tab.session = _session_mod().EditSession(model, make_lr(crop, sc), history=self.history)
+                tab.session = _session_mod().EditSession(model, make_lr(crop, sc), **self.history_kw)
                 tab.model_name = name
             res = tab.session.restore(img, temperature=t, seed=s)
             tab.origin = ("lr", tab.session.lr)       # a model switch re-encodes the new LR
@@ -705,13 +706,21 @@ TEMP_INFO = ("τ is the standard-deviation multiplier: latents z ~ N(0, τ²). 0
 
 
 def build_demo(models: dict, max_side: int = 256, queue_size: int = 16, concurrency: int = 1,
-               max_upload_bytes: int = MAX_BYTES, history: int = 20) -> gr.Blocks:
-    """Build the queued Gradio app around ``models`` ({name: SRFlow}, shared read-only)."""
-    st = Studio(models, max_side=max_side, max_upload_bytes=max_upload_bytes, history=history)
+               max_upload_bytes: int = MAX_BYTES, history: int = 20, max_history_mb: int = 256,
+               delete_cache: tuple[int, int] | None = None) -> gr.Blocks:
+    """Build the queued Gradio app around ``models`` ({name: SRFlow}, shared read-only).
+
+    ``max_side``: largest LR side (larger inputs are downsized); ``queue_size`` /
+    ``concurrency``: queued / simultaneous requests; ``history`` / ``max_history_mb``:
+    undo steps and their memory per browser tab; ``delete_cache``: gradio's
+    ``(frequency, age)`` clean-up of the files this app put in its cache, which also
+    removes them all at shutdown: only use it with a cache directory of this app's own
+    (``GRADIO_TEMP_DIR``, as ``launch.py`` does), never with a shared one."""
+    st = Studio(models, max_side=max_side, max_upload_bytes=max_upload_bytes, history=history,
+                max_history_mb=max_history_mb)
     img_kw = dict(format="png", interactive=False)
 
-    with gr.Blocks(title="SRFlow Studio", analytics_enabled=False,
-                   delete_cache=(1800, 3600)) as demo:
+    with gr.Blocks(title="SRFlow Studio", analytics_enabled=False, delete_cache=delete_cache) as demo:
         tab = gr.State(None, time_to_live=6 * 3600)
         gr.Markdown("# SRFlow Studio\nExplorable super-resolution: sample, brush, transfer and restore "
                     "in SRFlow's latent space. Every result stays consistent with the LR input "

@@ -335,6 +335,20 @@ def test_models_stay_read_only(demo, models, tmp_path):
     assert all(not m.training for m in models.values())
 
 
+def test_hosting_settings(demo):
+    """Queue limits as configured; one session object per tab, never at module level."""
+    import app.ui as ui
+
+    assert demo._queue.max_size == 16 and demo._queue.default_concurrency_limit == 2
+    st = demo.studio
+    assert st.max_side == 64 and st.history_kw["max_history_bytes"] == 256 * 2**20
+    assert not [k for k, v in vars(ui).items() if isinstance(v, ui.TabState)]
+    # the state starts empty in every new tab
+    a, b = client(demo), client(demo)
+    load_photo(a)
+    assert b.predict(api_name="/info")["loaded"] is False
+
+
 def test_server_files_not_exposed(demo):
     import httpx
 

@@ -347,6 +347,48 @@ def test_launch_cli_reports_wrong_config_cleanly(official_pth):
     assert "does not match" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
 
 
+def test_launch_cli_serves(tmp_path):
+    """launch.py starts a working server with the CLI settings; Ctrl-C stops it cleanly."""
+    import signal
+    import time
+
+    from gradio_client import Client
+
+    from app_testing import free_port
+
+    port = free_port()
+    env = dict(os.environ, OMP_NUM_THREADS="1", TMPDIR=str(tmp_path))
+    env.pop("GRADIO_TEMP_DIR", None)
+    proc = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), "--model", str(tiny_model_path(tmp_path)),
+                             "--port", str(port), "--max-side", "24", "--queue-size", "4", "--device", "cpu"],
+                            cwd=str(ROOT), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                c = Client(f"http://127.0.0.1:{port}/", verbose=False)
+                break
+            except Exception:  # noqa: BLE001 - not up yet
+                assert proc.poll() is None, proc.stdout.read()
+                assert time.time() < deadline, "the server did not start"
+                time.sleep(1)
+        info = c.predict(api_name="/info")
+        assert info["loaded"] is False and list(info["models"].values())[0]["scale"] == 4
+        lr, _, status = c.predict(1, False, None, api_name="/load_example")     # 128 px LR > --max-side 24
+        assert read(lr).shape == (24, 24, 3) and "server limit: 24 px" in status
+        caches = list(tmp_path.glob("srflow-studio-cache-*"))
+        assert len(caches) == 1 and any(caches[0].rglob("*.png"))       # gradio's cache: its own dir
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+    assert "Traceback" not in out, out[-3000:]
+    assert not list(tmp_path.glob("srflow-studio-*")), "temp dirs left behind"
+
+
 def test_launch_args():
     import launch
 
