@@ -623,6 +623,11 @@ class Studio:
         if not isinstance(tab, TabState) or tab.session is None:
             return {"loaded": False, "models": {n: {"arch": m.cfg.name, "scale": m.scale}
                                                 for n, m in self.models.items()}}
+        with tab.lock:
+            return self._info(tab)
+
+    @staticmethod
+    def _info(tab):
         s = tab.session
         return {
             "loaded": True, "model": tab.model_name, "scale": int(s.scale),
