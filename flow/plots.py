@@ -102,7 +102,8 @@ def plot_diversity(runs, path) -> Path:
     if h1 or h2:
         ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="upper left")
     if notes:
-        ax.text(0.02, 0.02, "\n".join(notes), transform=ax.transAxes, fontsize=7)
+        ax.text(0.98, 0.03, "\n".join(notes), transform=ax.transAxes, fontsize=7, ha="right",
+                bbox=dict(facecolor="white", alpha=0.8, edgecolor="none"))
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -177,6 +178,9 @@ def plot_best_of_n(runs, path) -> Path:
         curve = [v for v in r.get("best_of_n_psnr") or []]
         if curve and all(_finite(v) for v in curve):
             ax.plot(range(1, len(curve) + 1), curve, "o-", label=_label(r), markersize=3)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("n (samples)")
     ax.set_ylabel("best-of-n PSNR RGB (dB)")
     ax.set_title("Best of n samples")
