@@ -65,7 +65,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .model import Latents, SRFlow
+from .model import Condition, Latents, SRFlow
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 DEFAULT_PATTERN = "{stem}_x{scale}_t{temperature}_s{seed}.png"
@@ -117,7 +117,8 @@ class LatentStore:
 
     Values are exactly those of ``model.draw_latents`` for the untiled image: sample
     ``k`` seeds a CPU ``torch.Generator`` with ``seed + k`` and draws every level in
-    encode order, ``randn * temperature``.  ``backend='disk'`` draws each level in
+    encode order, ``randn * temperature``.  ``backend='ram'`` calls
+    ``model.draw_latents`` itself (on the model's device); ``backend='disk'`` draws each level in
     chunks of ``_CHUNK`` values (CPU ``randn`` fills 16-value blocks from one
     sequential uniform stream, so chunks of a multiple of 16 reproduce the single
     call bit for bit) and writes them to a temporary file; :meth:`crop` then reads a
@@ -139,11 +140,11 @@ class LatentStore:
         self.backend = backend
         t = float(temperature)
         self._tmp = None
-        if backend == "ram":
-            self.levels = []
-            for k in range(self.n):
-                g = torch.Generator().manual_seed(int(seed) + k)
-                self.levels.append([torch.randn((1,) + s, generator=g) * t for s in self.shapes])
+        if backend == "ram":       # model.draw_latents itself, for the padded size
+            s = model.scale
+            fake = Condition(lr_shape=(hp // s, wp // s), pad=(0, 0), features={}, hr_size=(hp, wp))
+            lat = model.draw_latents(fake, t, int(seed), self.n)
+            self.levels = [[lv[k:k + 1] for lv in lat.levels] for k in range(self.n)]
             return
         self._tmp = tempfile.TemporaryDirectory(prefix="srflow_latents_", dir=tmpdir)
         path = os.path.join(self._tmp.name, "latents.f32")
@@ -169,7 +170,7 @@ class LatentStore:
         for li, ((c, H, W), s) in enumerate(zip(self.shapes, self.strides)):
             a, b, l, r = y0 // s, y1 // s, x0 // s, x1 // s
             if self.backend == "ram":
-                out.append(self.levels[k][li][..., a:b, l:r].contiguous())
+                out.append(self.levels[k][li][..., a:b, l:r])
                 continue
             buf = np.empty((c, b - a, r - l), np.float32)
             base = self.offsets[k][li]
