@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import ModelConfig
-from .layers import CondCache, FlowStep, Split, Squeeze, gaussian_logp
+from .layers import CondCache, FlowStep, Split, Squeeze, conv3x3_winograd, gaussian_logp, winograd_weight
 from .rrdb import RRDBNet
 
 
@@ -120,6 +120,8 @@ class FlowNet(nn.Module):
         super().__init__()
         f = cfg.flow
         self.scale = cfg.scale
+        # conditioning channels [cond_split:] are the nearest-resized RRDB block stack
+        self.cond_split = cfg.rrdb.nf if f.blocks else None
         self.layers = nn.ModuleList()
         self.strides: list[int] = []   # HR pixels per position at each layer's output
         affine_kw = dict(style=f.coupling, hidden=f.hidden_channels, n_hidden=f.n_hidden_layers,
@@ -163,13 +165,50 @@ class FlowNet(nn.Module):
             return cond.caches[i]
         return cond.features[self.feature_key(self.strides[i])]
 
-    def build_caches(self, cond: Condition) -> None:
-        caches = []
+    def build_caches(self, cond: Condition, fused: bool = True) -> None:
+        """Precompute every conditional step's :class:`CondCache`.
+
+        ``fused`` (the default; used in eval mode without autograd): all conditional
+        steps of a level see the same feature map, so their condition convolutions
+        (fFeatures' first conv and the conditioning share of fAffine's first conv) run
+        as one 3x3 convolution per level and chunk of steps, computed with Winograd
+        F(2x2, 3x3), which also skips the products that vanish for the
+        nearest-upsampled RRDB block channels.  Equal to the per-step
+        :meth:`CondAffine.precompute` up to float rounding.
+        """
+        caches: list = [None] * len(self.layers)
+        groups: dict[int, list[int]] = {}
         for i, m in enumerate(self.layers):
             if isinstance(m, FlowStep) and m.conditional:
-                caches.append(m.affine.precompute(cond.features[self.feature_key(self.strides[i])]))
-            else:
-                caches.append(None)
+                groups.setdefault(self.feature_key(self.strides[i]), []).append(i)
+        fused = fused and not (torch.is_grad_enabled() or self.training)
+        for key, idx in groups.items():
+            ft = cond.features[key]
+            if not fused:
+                for i in idx:
+                    caches[i] = self.layers[i].affine.precompute(ft)
+                continue
+            split = self.cond_split if key >= 2 else None
+            n, c, h, w = ft.shape
+            hid = self.layers[idx[0]].affine.fFeatures_net.head.weight.shape[0]
+            per_step = n * hid * h * w * ft.element_size()
+            chunk = max(1, min(len(idx), (32 << 20) // max(per_step, 1)))
+            for c0 in range(0, len(idx), chunk):
+                steps = idx[c0:c0 + chunk]
+                u = ft.new_empty(16, 2 * hid * len(steps), c)
+                for j, i in enumerate(steps):
+                    winograd_weight(self.layers[i].affine.first_conv_weights(), u[:, 2 * hid * j:2 * hid * (j + 1)])
+                # channels-last: h0 (odd entries) stays in the cache in the layout of the
+                # coupling's head conv output at decode time (CondAffine._coupling_folded)
+                outs = [torch.empty((n, hid, h, w), dtype=ft.dtype, device=ft.device,
+                                    memory_format=torch.channels_last)
+                        for _ in range(2 * len(steps))]
+                conv3x3_winograd(ft, u, split, outs)
+                del u
+                for j, i in enumerate(steps):
+                    h_ff, outs[2 * j] = outs[2 * j], None
+                    caches[i] = self.layers[i].affine.cache_from_linear(h_ff, outs[2 * j + 1])
+                    del h_ff
         cond.caches = caches
 
     def encode(self, x, cond: Condition):

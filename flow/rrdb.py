@@ -23,6 +23,10 @@ class DenseBlock(nn.Module):
 
     def forward(self, x):
         feats = [x]
+        if not torch.is_grad_enabled():      # inference: in-place activations, fused residual
+            for conv in (self.conv1, self.conv2, self.conv3, self.conv4):
+                feats.append(F.leaky_relu(conv(torch.cat(feats, 1)), 0.2, inplace=True))
+            return torch.add(x, self.conv5(torch.cat(feats, 1)), alpha=0.2)
         for conv in (self.conv1, self.conv2, self.conv3, self.conv4):
             feats.append(_lrelu(conv(torch.cat(feats, 1))))
         return x + 0.2 * self.conv5(torch.cat(feats, 1))
@@ -38,6 +42,8 @@ class RRDB(nn.Module):
         self.RDB3 = DenseBlock(nf, gc)
 
     def forward(self, x):
+        if not torch.is_grad_enabled():
+            return torch.add(x, self.RDB3(self.RDB2(self.RDB1(x))), alpha=0.2)
         return x + 0.2 * self.RDB3(self.RDB2(self.RDB1(x)))
 
 
@@ -80,7 +86,13 @@ class RRDBNet(nn.Module):
     def features(self, lr, names, blocks):
         """Conditioning maps ``{name: tensor}`` for ``names`` (``fea_up{r}``, r = HR/LR
         ratio of that map: 0 means LR/2), each concatenated with the RRDB outputs of
-        ``blocks`` resized by nearest neighbour (64*(len(blocks)+1) channels)."""
+        ``blocks`` resized by nearest neighbour (64*(len(blocks)+1) channels).
+
+        Without autograd on the CPU the convolutions run in channels-last layout (faster
+        with oneDNN); the returned maps are contiguous NCHW either way."""
+        fast = not torch.is_grad_enabled() and lr.device.type == "cpu"
+        if fast:
+            lr = lr.contiguous(memory_format=torch.channels_last)
         last, kept = self.trunk(lr, set(blocks))
         stack = torch.cat([kept[b] for b in blocks], 1) if blocks else None
         want = {int(n) if float(n) >= 1 else 0 for n in names}
@@ -101,13 +113,34 @@ class RRDBNet(nn.Module):
                 out[r] = h
         res = {}
         for r, f in out.items():
-            if stack is not None:
+            if fast:
+                res[r] = self._concat_nchw(f, stack)
+            elif stack is not None:
                 s = stack
                 if s.shape[-2:] != f.shape[-2:]:
                     s = F.interpolate(stack, size=f.shape[-2:], mode="nearest")
                 f = torch.cat([f, s], 1)
-            res[r] = f
+                res[r] = f
+            else:
+                res[r] = f
         return res
+
+    @staticmethod
+    def _concat_nchw(f, stack):
+        """``cat([f, nearest_resize(stack)])`` written straight into one NCHW tensor
+        (an integer upscale is a plain repeat, as ``F.interpolate(mode='nearest')``)."""
+        if stack is None:
+            return f.contiguous()
+        n, c, h, w = f.shape
+        cs, sh, sw = stack.shape[1:]
+        out = f.new_empty(n, c + cs, h, w)
+        out[:, :c] = f
+        if h % sh == 0 and w % sw == 0:
+            ry, rx = h // sh, w // sw
+            out[:, c:].view(n, cs, sh, ry, sw, rx).copy_(stack[:, :, :, None, :, None].expand(n, cs, sh, ry, sw, rx))
+        else:
+            out[:, c:] = F.interpolate(stack, size=(h, w), mode="nearest")
+        return out
 
     def forward(self, lr):
         h, _ = self.trunk(lr)
