@@ -381,7 +381,7 @@ def test_launch_cli_serves(tmp_path):
     finally:
         proc.send_signal(signal.SIGINT)
         try:
-            out, _ = proc.communicate(timeout=30)
+            out, _ = proc.communicate(timeout=120)    # generous: a loaded 2-core machine is slow to shut down
         except subprocess.TimeoutExpired:
             proc.kill()
             out, _ = proc.communicate()
