@@ -106,7 +106,18 @@ def load_models(paths: list[Path], configs: list[str] | None, device: str = "aut
     return models
 
 
+def _install_signal_handlers() -> None:
+    """Ctrl-C and SIGTERM end the server through normal interpreter exit, so the
+    temp/cache directories registered with atexit are removed.  (A process started in
+    the background by a non-interactive shell inherits SIGINT as *ignored*; restore it.)"""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+
+
 def main(argv=None) -> None:
+    _install_signal_handlers()
     args = parse_args(argv)
     models = load_models(model_paths(args), args.config, args.device)
     for name, m in models.items():
