@@ -30,7 +30,9 @@ uncached decode of the same latents, and the decode from the training-path encod
 (autograd on, NCHW) with per-step, unfused computation.
 
 Times are medians over ``--repeats`` interleaved rounds (one warm-up round first), wall
-clock, in this process.  Memory: each figure comes from a fresh child process that
+clock, in this process (``cpu s``: its CPU time, less sensitive to other load when
+running one thread; with more threads than free cores OpenMP's spin-waiting makes
+both erratic: compare ``--threads 1``).  Memory: each figure comes from a fresh child process that
 builds the model and the operation's inputs, calls ``malloc_trim(0)``, resets the
 kernel's RSS high-water mark (``/proc/self/clear_refs`` = 5), reads ``VmRSS``, runs the
 operation once, and reads ``VmHWM``: ``peak_rss_mb`` is the peak RSS *increase* during
@@ -286,21 +288,24 @@ def bench_arch(arch: str, size: int, repeats: int, memory: bool, threads: int) -
     tag = f"{arch} {size}x{size} LR"
     ops = {op: make_op(model, lr, op, k=1 + i) for i, op in enumerate(OPS)}
     times = {op: [] for op in OPS}
+    cpu = {op: [] for op in OPS}
     with torch.inference_mode():
         for r in range(repeats + 1):              # round 0 warms up
             for op, (setup, run) in ops.items():
                 setup()
-                t0 = time.perf_counter()
+                c0, t0 = time.process_time(), time.perf_counter()
                 run()
-                dt = time.perf_counter() - t0
+                dt, dc = time.perf_counter() - t0, time.process_time() - c0
                 if r > 0:
                     times[op].append(dt)
+                    cpu[op].append(dc)
     med = {op: _median(v) for op, v in times.items()}
     mem = {op: measure_memory(arch, size, op, threads) for op in OPS} if memory else {}
     eq = check_equivalence(model, lr, f64=(arch != "srflow_df2k_4x" or size <= 64))
     rows = []
     for op in OPS:
-        row = {"name": f"{tag}: {OP_LABEL[op]}", "median_s": med[op], "times_s": times[op]}
+        row = {"name": f"{tag}: {OP_LABEL[op]}", "median_s": med[op], "times_s": times[op],
+               "cpu_s": _median(cpu[op])}
         if op in ("first", "further"):
             row["ratio"] = med["naive"] / med[op]
         m = mem.get(op)
@@ -399,13 +404,14 @@ def header() -> dict:
 
 def format_table(rows: list[dict]) -> str:
     w = max([len(r["name"]) for r in rows] + [10])
-    out = [f"{'benchmark':<{w}}  {'median s':>9}  {'ratio':>7}  {'peak MB':>8}  note",
-           "-" * (w + 40)]
+    out = [f"{'benchmark':<{w}}  {'median s':>9}  {'cpu s':>7}  {'ratio':>7}  {'peak MB':>8}  note",
+           "-" * (w + 50)]
     for r in rows:
-        t = r.get("median_s")
+        t, c = r.get("median_s"), r.get("cpu_s")
         ratio = r.get("ratio")
         mb = r.get("peak_rss_mb")
         out.append(f"{r['name']:<{w}}  {'' if t is None else f'{t:9.3f}':>9}  "
+                   f"{'' if c is None else f'{c:7.2f}':>7}  "
                    f"{'' if ratio is None else f'x{ratio:.2f}':>7}  "
                    f"{'' if mb is None else f'{mb:8.0f}':>8}  {r.get('note', '')}")
     return "\n".join(out)
@@ -435,9 +441,14 @@ def main(argv=None) -> int:
     info = header()
     print(f"torch {info['torch']} | python {info['python']} | threads {info['threads']} "
           f"(cpus {info['cpu_count']}) | load avg {info['loadavg']} | OMP_NUM_THREADS={info['OMP_NUM_THREADS']}")
-    print("times: wall-clock medians of interleaved rounds (after a warm-up round); peak MB: peak RSS "
-          "increase during the operation, fresh child process per figure (malloc_trim + "
-          "/proc/self/clear_refs reset, VmHWM - VmRSS)")
+    print("times: wall-clock medians of interleaved rounds (after a warm-up round), cpu s: this "
+          "process's CPU time (all threads); peak MB: peak RSS increase during the operation, fresh "
+          "child process per figure (malloc_trim + /proc/self/clear_refs reset, VmHWM - VmRSS)")
+    busy = info["loadavg"] is not None and info["loadavg"][0] > 0.5 * (info["cpu_count"] or 1)
+    if busy and info["threads"] > 1 and not info["OMP_WAIT_POLICY"]:
+        print(f"note: load average {info['loadavg'][0]:.1f} on {info['cpu_count']} CPUs with {info['threads']} "
+              "torch threads: OpenMP spin-waiting makes timings erratic and slow; use --threads 1 or "
+              "OMP_WAIT_POLICY=PASSIVE")
     all_rows = []
     for name in names:
         if name not in secs:

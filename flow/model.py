@@ -191,8 +191,11 @@ class FlowNet(nn.Module):
             split = self.cond_split if key >= 2 else None
             n, c, h, w = ft.shape
             hid = self.layers[idx[0]].affine.fFeatures_net.head.weight.shape[0]
+            # chunks of steps: ~64 MB of transient fFeatures outputs, but at least 4 steps
+            # (each chunk repeats the input transform; wide products run faster)
             per_step = n * hid * h * w * ft.element_size()
-            chunk = max(1, min(len(idx), (32 << 20) // max(per_step, 1)))
+            chunk = min(len(idx), max(4, (64 << 20) // max(per_step, 1)))
+            chunk = -(-len(idx) // -(-len(idx) // chunk))       # balanced chunk sizes
             for c0 in range(0, len(idx), chunk):
                 steps = idx[c0:c0 + chunk]
                 u = ft.new_empty(16, 2 * hid * len(steps), c)
