@@ -89,10 +89,13 @@ def test_upload_generate_paint_resample(tmp_path):
 
             # 2. explore: generate 4 samples
             page.get_by_role("tab", name=re.compile("Explore")).click()
+            loaded_src = _img_src(page, "current")    # what "current" showed before sampling (if anything)
             page.click("#generate")
             st = _wait_status(page, "^sampled 4 image")
             page.locator("#gallery img").nth(3).wait_for(timeout=30_000)
-            page.wait_for_function("() => document.querySelector('#current img')")
+            # wait until "current" really shows sample 0, not the image shown before generating
+            page.wait_for_function("(old) => { const i = document.querySelector('#current img');"
+                                   " return i && i.getAttribute('src') !== old; }", arg=loaded_src)
             before_src = _img_src(page, "current")
             before = _fetch(page, before_src, tmp_path / "before.png")
             assert before.shape == (128, 128, 3)
