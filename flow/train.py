@@ -266,7 +266,6 @@ class Trainer:
         self.enc_step = 0
         self.skipped = 0
         self.elapsed = 0.0
-        self.history_best = None
         self.log = RunLog(self.run_dir)
         self._build_optimizers()
         if cfg.encoder.checkpoint and not resume:
