@@ -20,6 +20,7 @@ import os
 import random
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -149,9 +150,15 @@ def make_optimizer(params, lr: float, betas, weight_decay: float = 0.0) -> torch
     return torch.optim.Adam(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
 
 
-def make_scheduler(opt, steps: int, milestones, gamma):
+def make_scheduler(opt, steps: int, milestones, gamma, start: int = 0):
+    """Step decay at the given fractions of ``steps``, fast-forwarded to step ``start``."""
     ms = sorted({max(1, int(round(m * steps))) for m in milestones})
-    return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=ms, gamma=gamma)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=ms, gamma=gamma)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+        for _ in range(start):
+            sched.step()
+    return sched
 
 
 def set_encoder_trainable(model: SRFlow, trainable: bool) -> None:
@@ -308,8 +315,8 @@ class Trainer:
         self.step = int(json.loads(meta.get("train_step", "0")))
         self.elapsed = float(json.loads(meta.get("train_seconds", "0")))
         self.stage = "flow"
-        for _ in range(self.step):
-            self.sched.step()
+        o = self.cfg.optim
+        self.sched = make_scheduler(self.opt, o.steps, o.milestones, o.gamma, start=self.step)
         _log(f"initialised from {path} at flow step {self.step}")
 
     # -- checkpoints -------------------------------------------------------
@@ -350,9 +357,21 @@ class Trainer:
         st = torch.load(self.run_dir / latest.read_text().strip(), map_location="cpu", weights_only=True)
         self.model.load_state_dict(st["model"])
         self.opt.load_state_dict(st["opt"])
-        self.sched.load_state_dict(st["sched"])
         self.enc_opt.load_state_dict(st["enc_opt"])
         self.stage, self.step, self.enc_step = st["stage"], st["step"], st["enc_step"]
+        old = json.loads(st["config"])["optim"]
+        new = self.cfg.optim
+        if (old["steps"], list(old["milestones"]), old["gamma"], old["lr"]) == \
+                (new.steps, list(new.milestones), new.gamma, new.lr):
+            self.sched.load_state_dict(st["sched"])
+        else:
+            # The plan changed (e.g. a shorter run than first planned): keep the Adam
+            # moments, rebuild the learning-rate schedule and fast-forward it.
+            for g in self.opt.param_groups:
+                g["lr"] = g["initial_lr"] = new.lr
+            self.sched = make_scheduler(self.opt, new.steps, new.milestones, new.gamma, start=self.step)
+            _log(f"--resume: schedule changed ({old['steps']} -> {new.steps} steps); "
+                 f"learning rate now {self.opt.param_groups[0]['lr']:g}")
         self.skipped, self.elapsed = st["skipped"], st["elapsed"]
         self.gen.set_state(st["gen"])
         self.noise_gen.set_state(st["noise_gen"])
@@ -443,9 +462,9 @@ class Trainer:
             init_actnorm(self.model, hr, lr)
         t_start = time.time()
         done = 0
-        total = (c.encoder.pretrain_steps if self.stage == "encoder" else 0) + c.optim.steps
-        bar = tqdm(total=total, initial=(self.enc_step if self.stage == "encoder" else
-                                         c.encoder.pretrain_steps * (c.encoder.checkpoint is None) + self.step),
+        enc_steps = c.encoder.pretrain_steps * (c.encoder.checkpoint is None)
+        bar = tqdm(total=enc_steps + c.optim.steps,
+                   initial=self.enc_step if self.stage == "encoder" else enc_steps + self.step,
                    disable=not _is_main(), dynamic_ncols=True, mininterval=5)
         while True:
             if self.stage == "encoder" and self.enc_step >= c.encoder.pretrain_steps:

@@ -84,6 +84,23 @@ def test_resume_is_bit_exact(tmp_path):
     assert b.sched.state_dict()["last_epoch"] == c.sched.state_dict()["last_epoch"] == 15
 
 
+def test_resume_with_new_schedule_keeps_moments(tmp_path):
+    """Resuming under a shorter plan keeps the Adam state but re-plans the LR decay."""
+    cfg = _cfg(tmp_path, steps=40)
+    cfg.run.ckpt_every = 6
+    a = _trainer(cfg)
+    a.run(max_steps=6)
+    assert a.opt.param_groups[0]["lr"] == cfg.optim.lr          # 6 < 0.5 * 40
+    short = _cfg(tmp_path, steps=10)                             # milestones 5, 8 (rounded), 9, 10
+    b = _trainer(short, resume=True)
+    assert b.step == 6
+    assert b.opt.param_groups[0]["lr"] == pytest.approx(short.optim.lr * short.optim.gamma)
+    s1, s2 = a.opt.state_dict()["state"], b.opt.state_dict()["state"]
+    assert all(torch.equal(s1[i]["exp_avg"], s2[i]["exp_avg"]) for i in s1)
+    b.run(max_steps=3)                                           # steps 7-9 cross milestones 8 and 9
+    assert b.opt.param_groups[0]["lr"] == pytest.approx(short.optim.lr * short.optim.gamma ** 3)
+
+
 def test_encoder_freeze_and_betas(tmp_path):
     cfg = _cfg(tmp_path, steps=10, freeze_encoder_fraction=0.5)
     tr = _trainer(cfg)
