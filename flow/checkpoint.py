@@ -7,7 +7,9 @@ Supported files:
   or a preset name; the unused ``flowUpsamplerNet.f.0.*`` conv is dropped;
 * RRDB-only ``.pth`` (``RRDB_*.pth``: encoder keys without the ``RRDB.`` prefix),
   loaded into the encoder of the given config;
-* our ``.safetensors`` files, which carry their :class:`ModelConfig` as metadata.
+* official HCFlow ``.pth`` (SR 4x/8x, rescaling 4x; keys ``flow.*``, older
+  ``flowDownpsamplerNet``/``Split2d712`` names are renamed) with its YAML or a preset;
+* our ``.safetensors`` files, which carry their config (SRFlow or HCFlow) as metadata.
 
 Everything is read with ``torch.load(weights_only=True)`` or safetensors: no
 arbitrary unpickling.
@@ -21,6 +23,7 @@ from pathlib import Path
 import torch
 
 from .config import ModelConfig, from_official_yaml, preset
+from .hcflow import HC_PRESETS, HCFlow, HCFlowConfig, haar_kernels, hcflow_from_official_yaml, is_hcflow_yaml
 from .model import SRFlow
 
 FORMAT = "srflow-studio/1"
@@ -63,9 +66,11 @@ def normalize_official(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Ten
     for k, v in sd.items():
         while k.startswith("module."):
             k = k[len("module."):]
-        if k.startswith(UNUSED_PREFIXES):
+        if k.startswith(UNUSED_PREFIXES) or "flowLRNet" in k or "quantization" in k:
             continue
         out[k] = v
+    if any(k.startswith(("flow.", "flowDownpsamplerNet.")) for k in out):
+        return {_hcflow_rename(k): v for k, v in out.items()}, "hcflow"
     if any(k.startswith("flowUpsamplerNet.") for k in out):
         return out, "full"
     if "conv_first.weight" in out:
@@ -73,6 +78,29 @@ def normalize_official(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Ten
     if "RRDB.conv_first.weight" in out:
         return out, "rrdb"
     raise CheckpointError("not an SRFlow or RRDB checkpoint (no flowUpsamplerNet.* or conv_first.* keys)")
+
+
+def _hcflow_rename(k: str) -> str:
+    """Older HCFlow checkpoint names -> the current ones."""
+    if k.startswith("flowDownpsamplerNet."):
+        k = "flow." + k[len("flowDownpsamplerNet."):]
+    k = k.replace("flow.Split2d712.", "flow.level0_condFlow.")
+    if k.startswith("flow.layers.29.") and any(s in k for s in ("conv_first", "RRDB_trunk", "trunk_conv1",
+                                                                  "additional_flow_steps", ".f.")):
+        k = "flow.level1_condFlow." + k[len("flow.layers.29."):]
+    return k
+
+
+def check_haar(model, source: str) -> None:
+    """The rescaling model's Haar kernels are constants: refuse a file that changed them."""
+    for name, p in model.state_dict().items():
+        if name.endswith("haar_weights") and not torch.equal(p.cpu(), haar_kernels(p.shape[0] // 4)):
+            raise CheckpointError(f"{source}: {name} is not the constant Haar kernel")
+
+
+def build_model(cfg):
+    """The model of a config: :class:`SRFlow` or :class:`HCFlow`."""
+    return HCFlow(cfg) if isinstance(cfg, HCFlowConfig) else SRFlow(cfg)
 
 
 def check_state_dict(model: torch.nn.Module, sd: dict[str, torch.Tensor], subset: str | None = None,
@@ -97,15 +125,32 @@ def check_state_dict(model: torch.nn.Module, sd: dict[str, torch.Tensor], subset
                               + "\n  (wrong --config / preset for this checkpoint?)")
 
 
-def _config_from(config) -> ModelConfig:
-    if isinstance(config, ModelConfig):
+def _config_from(config):
+    if isinstance(config, (ModelConfig, HCFlowConfig)):
         return config
-    if isinstance(config, dict):
-        return from_official_yaml(config)
-    s = str(config)
-    if s.endswith((".yml", ".yaml")) or os.path.exists(s):
-        return from_official_yaml(s)
-    return preset(s)
+    if not isinstance(config, dict):
+        s = str(config)
+        if not (s.endswith((".yml", ".yaml")) or os.path.exists(s)):
+            key = s.lower().replace("-", "_")
+            if key in HC_PRESETS:
+                return HCFlowConfig.from_dict(HC_PRESETS[key].to_dict())
+            return preset(s)
+        import yaml
+
+        try:
+            config = yaml.safe_load(Path(s).read_text())
+        except yaml.YAMLError as e:
+            raise ValueError(f"{s}: not a valid YAML file ({e})") from None
+        if not isinstance(config, dict):
+            raise ValueError(f"{s}: not an SRFlow/HCFlow config")
+        if not is_hcflow_yaml(config):
+            return from_official_yaml(s)
+    return hcflow_from_official_yaml(config) if is_hcflow_yaml(config) else from_official_yaml(config)
+
+
+def config_from_meta(meta: dict):
+    d = json.loads(meta["config"])
+    return HCFlowConfig.from_dict(d) if d.get("family") == "hcflow" else ModelConfig.from_dict(d)
 
 
 def save_safetensors(model: SRFlow, path: str | Path, extra: dict | None = None) -> None:
@@ -132,8 +177,8 @@ def read_safetensors_meta(path: str | Path) -> dict:
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
 
 
-def load_model(path: str | Path, config=None, device: str | torch.device = "auto") -> SRFlow:
-    """Load any supported model file; returns an ``eval()`` :class:`SRFlow`.
+def load_model(path: str | Path, config=None, device: str | torch.device = "auto") -> SRFlow | HCFlow:
+    """Load any supported model file; returns an ``eval()`` :class:`SRFlow` or :class:`HCFlow`.
 
     ``config``: official YAML path, :class:`ModelConfig`, or preset name; required for
     ``.pth`` files, optional for our safetensors (overrides the stored config only if
@@ -149,11 +194,12 @@ def load_model(path: str | Path, config=None, device: str | torch.device = "auto
         meta = read_safetensors_meta(path)
         if meta.get("format") != FORMAT or "config" not in meta:
             raise CheckpointError(f"{path}: not an SRFlow Studio model (missing format/config metadata)")
-        cfg = _config_from(config) if config is not None else ModelConfig.from_dict(json.loads(meta["config"]))
-        model = SRFlow(cfg)
+        cfg = _config_from(config) if config is not None else config_from_meta(meta)
+        model = build_model(cfg)
         sd = load_file(str(path))
         check_state_dict(model, sd, source=str(path))
         model.load_state_dict(sd)
+        check_haar(model, str(path))
         model.meta = meta
     else:
         if config is None:
@@ -161,10 +207,14 @@ def load_model(path: str | Path, config=None, device: str | torch.device = "auto
                                   "or a preset name")
         cfg = _config_from(config)
         sd, kind = normalize_official(_read_pth(path))
-        model = SRFlow(cfg)
-        if kind == "full":
+        model = build_model(cfg)
+        if (kind == "hcflow") != isinstance(cfg, HCFlowConfig):
+            raise CheckpointError(f"{path}: a {'HCFlow' if kind == 'hcflow' else 'SRFlow'} checkpoint, but the "
+                                  f"config {cfg.name!r} is {'HCFlow' if isinstance(cfg, HCFlowConfig) else 'SRFlow'}")
+        if kind in ("full", "hcflow"):
             check_state_dict(model, sd, source=str(path))
             model.load_state_dict(sd)
+            check_haar(model, str(path))
         else:
             check_state_dict(model, sd, subset="RRDB.", source=str(path))
             model.load_state_dict(sd, strict=False)

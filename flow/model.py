@@ -33,23 +33,30 @@ class Latents:
     levels: list[torch.Tensor]
     strides: list[int]
     hr_size: tuple[int, int]
+    #: HCFlow only: the continuous top-level variable y_{L-1} of an encode (pass it to
+    #: ``HCFlow.decode(y=...)`` for an exact reconstruction); edits do not carry it.
+    top: torch.Tensor | None = None
 
     def clone(self) -> "Latents":
-        return Latents([t.clone() for t in self.levels], list(self.strides), tuple(self.hr_size))
+        return Latents([t.clone() for t in self.levels], list(self.strides), tuple(self.hr_size),
+                       None if self.top is None else self.top.clone())
 
     def to(self, device) -> "Latents":
-        return Latents([t.to(device) for t in self.levels], list(self.strides), tuple(self.hr_size))
+        return Latents([t.to(device) for t in self.levels], list(self.strides), tuple(self.hr_size),
+                       None if self.top is None else self.top.to(device))
 
     def select(self, idx) -> "Latents":
         """Samples ``idx`` (an int or slice) of the batch."""
         sl = slice(idx, idx + 1) if isinstance(idx, int) else idx
-        return Latents([t[sl] for t in self.levels], list(self.strides), tuple(self.hr_size))
+        return Latents([t[sl] for t in self.levels], list(self.strides), tuple(self.hr_size),
+                       None if self.top is None else self.top[sl])
 
     @staticmethod
     def cat(items: list["Latents"]) -> "Latents":
         first = items[0]
+        top = None if any(it.top is None for it in items) else torch.cat([it.top for it in items])
         return Latents([torch.cat([it.levels[i] for it in items]) for i in range(len(first.levels))],
-                       list(first.strides), tuple(first.hr_size))
+                       list(first.strides), tuple(first.hr_size), top)
 
     @property
     def batch(self) -> int:
