@@ -274,6 +274,11 @@ class SRFlow(nn.Module):
         return list(self.flowUpsamplerNet.latent_strides)
 
     @property
+    def total_stride(self) -> int:
+        """HR pixels per position of the coarsest latent level (windows align to it)."""
+        return self.flowUpsamplerNet.total_stride
+
+    @property
     def lr_multiple(self) -> int:
         """LR height/width must be a multiple of this (padding handles the rest)."""
         return max(1, self.flowUpsamplerNet.total_stride // self.scale)

@@ -1,0 +1,327 @@
+"""HCFlow: keys vs the official lists, per-layer invertibility and log-dets, round trips,
+the NLL constants, seeded sampling, locality, rescaling and checkpoint loading."""
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from flow import CheckpointError, load_model, save_safetensors
+from flow import editing as E
+from flow.hcflow import (HC_PRESETS, Affine, Affine3Shift, ConditionalFlow, HCFlow, HCFlowConfig, HCStep, Haar,
+                         SqueezeLayer, dirac_lr_logp, hcflow_from_official_yaml)
+
+KEYS = Path(__file__).parent / "data" / "keys"
+OFFICIAL = [("hcflow_sr_df2k_4x", "hcflow_sr_df2k4x", 23_232_539),
+            ("hcflow_sr_celeba_8x", "hcflow_sr_celeba8x", 27_017_723),
+            ("hcflow_rescaling_df2k_4x", "hcflow_rescaling_df2k4x", 4_396_350)]
+
+
+def _keys(name):
+    out = []
+    for line in (KEYS / f"{name}.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            k, shape = line.split("\t")
+            out.append((k, tuple(int(v) for v in shape.strip("()").split(",") if v.strip())))
+    return out
+
+
+def _perturbed(model, std=0.02, seed=0):
+    """Random non-identity weights (zero-initialised heads made non-zero), loaded state."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "haar" not in n:
+                p.add_(torch.randn(p.shape, generator=g, dtype=p.dtype) * std)
+    for m in model.modules():
+        if hasattr(m, "inited"):
+            m.inited.fill_(True)
+    return model.eval()
+
+
+def _model(name, dtype=torch.float64, seed=0):
+    torch.manual_seed(seed)
+    return _perturbed(HCFlow(HC_PRESETS[name]).to(dtype), seed=seed)
+
+
+# -- checkpoint layout ------------------------------------------------------------
+
+@pytest.mark.parametrize("preset,keyfile,params", OFFICIAL)
+def test_official_presets_match_key_lists(preset, keyfile, params):
+    m = HCFlow(HC_PRESETS[preset])
+    ref = _keys(keyfile)
+    own = [(k, tuple(v.shape)) for k, v in m.state_dict().items()]
+    assert own == ref                      # names, shapes and order
+    assert sum(v.numel() for v in m.state_dict().values()) == params
+    assert not list(m.buffers(recurse=True)) or all(
+        n.endswith("inited") for n, _ in m.named_buffers())   # no persistent buffers
+
+
+# -- per-layer invertibility and log-determinants -------------------------------
+
+def _check_layer(layer, x, cond=None, atol=1e-9):
+    layer = layer.double()
+    y, ld = layer(x, cond)
+    x2, ld_inv = layer.inverse(y, cond)
+    assert torch.allclose(x2, x, atol=atol)
+    assert torch.allclose(ld, -ld_inv, atol=1e-8)
+    J = torch.autograd.functional.jacobian(lambda v: layer(v.view_as(x), cond)[0].flatten(), x.flatten())
+    assert torch.allclose(ld[0], torch.linalg.slogdet(J)[1], atol=1e-7)
+
+
+def _nonzero(layer, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for n, p in layer.named_parameters():
+            if "haar" not in n:
+                p.add_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.3)
+    for m in layer.modules():
+        if hasattr(m, "inited"):
+            m.inited.fill_(True)
+    return layer
+
+
+def test_affine_coupling_bounded_scale_and_logdet():
+    x = torch.randn(1, 5, 3, 3, dtype=torch.float64)
+    c = torch.randn(1, 4, 3, 3, dtype=torch.float64)
+    _check_layer(_nonzero(Affine(5, 4, hidden=8)), x, c)
+    _check_layer(_nonzero(Affine(6, 0, hidden=8)), torch.randn(1, 6, 3, 3, dtype=torch.float64))
+    # the scale is bounded by exp(+-0.318 * pi / 2)
+    a = Affine(4, 0, hidden=4).double()
+    with torch.no_grad():
+        a.f.conv3.bias.fill_(1e6)
+    y, ld = a(torch.zeros(1, 4, 2, 2, dtype=torch.float64))
+    assert ld.item() == pytest.approx(0.318 * math.pi / 2 * 8, rel=1e-5)
+
+
+@pytest.mark.parametrize("lr_vs_others", [True, False])
+def test_affine3shift(lr_vs_others):
+    layer = _nonzero(Affine3Shift(12, lr_vs_others, growth=4))
+    _check_layer(layer, torch.randn(1, 12, 2, 2, dtype=torch.float64))
+
+
+def test_haar_subbands_inverse_and_logdet():
+    h = Haar(3)
+    x = torch.randn(2, 3, 4, 6, dtype=torch.float64)
+    y, _ = h.double()(x)
+    a, b, c, d = x[..., 0::2, 0::2], x[..., 0::2, 1::2], x[..., 1::2, 0::2], x[..., 1::2, 1::2]
+    assert torch.allclose(y[:, 0:3], (a + b + c + d) / 4)          # channel k*C + c: sub-band k
+    assert torch.allclose(y[:, 3:6], (a - b + c - d) / 4)
+    assert torch.allclose(y[:, 6:9], (a + b - c - d) / 4)
+    assert torch.allclose(y[:, 9:12], (a - b - c + d) / 4)
+    _check_layer(Haar(3), torch.randn(1, 3, 2, 4, dtype=torch.float64))
+    assert h.haar_weights.shape == (12, 1, 2, 2) and not h.haar_weights.requires_grad
+
+
+def test_squeeze_and_flow_step():
+    _check_layer(SqueezeLayer(), torch.randn(1, 3, 4, 4, dtype=torch.float64))
+    step = _nonzero(HCStep(6, Affine(6, 5, hidden=8)))
+    _check_layer(step, torch.randn(1, 6, 3, 3, dtype=torch.float64), torch.randn(1, 5, 3, 3, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("kind", ["sr", "rescaling"])
+def test_conditional_prior_density(kind):
+    """steps + prior: logdet + log N(a'; mu, sigma) = log N(eps) + log|d eps / d a|."""
+    cfg = HCFlowConfig(name="t", kind=kind, K=3, P=[2, 2], rrdb_nb=[1, 1], rrdb_nf=8, rrdb_gc=4, hidden=8)
+    cf = _nonzero(ConditionalFlow(5, 3, 2, cfg)).double()
+    a = torch.randn(1, 5, 3, 3, dtype=torch.float64)
+    c = cf.features(torch.randn(1, 3, 3, 3, dtype=torch.float64))
+    eps, ld, logn = cf.encode(a, c)
+    J = torch.autograd.functional.jacobian(lambda v: cf.encode(v.view_as(a), c)[0].flatten(), a.flatten())
+    lognorm = (-0.5 * eps ** 2 - 0.5 * math.log(2 * math.pi)).sum()
+    assert (ld + logn).item() == pytest.approx((torch.linalg.slogdet(J)[1] + lognorm).item(), abs=1e-7)
+    assert torch.allclose(cf.decode(eps, c), a, atol=1e-10)
+    mu, ls = cf.prior(c)
+    if kind == "rescaling":
+        assert ls.abs().max() < 0.318 * math.pi / 2        # bounded log-std
+    assert torch.allclose(cf.decode(torch.zeros_like(eps), c), cf.decode(torch.zeros_like(eps), c))
+
+
+# -- whole model --------------------------------------------------------------------
+
+@pytest.mark.parametrize("name,hr", [("hcflow_tiny_sr_4x", 8), ("hcflow_tiny_sr_8x", 8),
+                                     ("hcflow_tiny_rescaling_4x", 8)])
+def test_model_logdet_equals_jacobian(name, hr):
+    """Encode's logdet + prior terms = log|det d(y, eps)/dx| + log N(eps; 0, I) (float64)."""
+    m = _model(name)
+    x = torch.rand(1, 3, hr, hr, dtype=torch.float64)
+    out = m.encode_levels(x)
+
+    def f(v):
+        o = m.encode_levels(v.view_as(x))
+        return torch.cat([o["y"].flatten()] + [e.flatten() for e in o["eps"]])
+
+    J = torch.autograd.functional.jacobian(f, x.flatten())
+    eps = torch.cat([e.flatten() for e in out["eps"]])
+    ref = torch.linalg.slogdet(J)[1] + (-0.5 * eps ** 2 - 0.5 * math.log(2 * math.pi)).sum()
+    assert (out["logdet"] + out["logn"]).item() == pytest.approx(ref.item(), abs=1e-6)
+    rec = m.decode(x[..., ::m.scale, ::m.scale], m.encode(x)[0], y=out["y"])
+    assert (rec - x).abs().max() < 1e-10
+
+
+@pytest.mark.parametrize("preset,hr", [("hcflow_sr_df2k_4x", 32), ("hcflow_sr_celeba_8x", 32),
+                                       ("hcflow_rescaling_df2k_4x", 32)])
+def test_official_architectures_round_trip(preset, hr):
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    m = _perturbed(HCFlow(HC_PRESETS[preset]), std=0.01)
+    x = torch.rand(1, 3, hr, hr)
+    with torch.no_grad():
+        lat, _ = m.encode(x)
+        rec = m.decode(x[..., ::m.scale, ::m.scale], lat, y=lat.top)
+    assert [tuple(t.shape[1:]) for t in lat.levels] == m.latent_shapes(hr, hr)
+    assert (rec - x).abs().max() < 1e-4
+
+
+def test_dirac_lr_constants():
+    lr = torch.rand(1, 3, 4, 5)
+    # a perfect match: 6 - ln(2 pi)/2 = 5.081061 per LR value
+    y = torch.round(lr * 255) / 255
+    assert dirac_lr_logp(y, y).item() == pytest.approx(60 * 5.081061, rel=1e-6)
+    d = 1 / 255
+    assert (dirac_lr_logp(y, y) - dirac_lr_logp(y, (y + d))).item() == pytest.approx(60 * 81377.4 * d * d, rel=1e-4)
+    # bits per HR pixel of a perfect LR match at 4x: -5.081 * 3 / (16 ln 2) = -1.374
+    assert -5.081061 * 3 / (16 * math.log(2)) == pytest.approx(-1.374, abs=1e-3)
+
+
+def test_nll_composition_and_dequantisation():
+    m = _model("hcflow_tiny_sr_4x", dtype=torch.float32)
+    hr = torch.rand(2, 3, 16, 16)
+    lr = torch.rand(2, 3, 4, 4)
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        n = m.nll(hr, lr, dequantize=True, generator=g1)
+        noisy = hr + torch.rand(hr.shape, generator=g2) / 64          # U[0,1)/quant, drawn first
+        o = m.encode_levels(noisy)
+        logp = o["logdet"] + o["logn"] + dirac_lr_logp(o["y"], lr)
+    ref = -(logp - 256 * math.log(64)) / (256 * math.log(2))
+    assert torch.allclose(n.official_bpp, ref, rtol=1e-5)
+    # without noise, encode is deterministic
+    a, _ = m.encode(hr)
+    b, _ = m.encode(hr)
+    assert a.equal(b)
+
+
+def test_seeded_sampling_matches_official_draw_order():
+    m = _model("hcflow_tiny_sr_4x", dtype=torch.float32)
+    lr = torch.rand(1, 3, 5, 6)
+    s1 = m.sample(lr, 0.8, seed=11, n=2)
+    s2 = m.sample(lr, 0.8, seed=11, n=2)
+    assert torch.equal(s1, s2)
+    assert not torch.equal(s1[0], s1[1])
+    # the official sampler: global RNG, normal draws top level first, one tau for all levels
+    torch.manual_seed(11)
+    shapes = m.latent_shapes(20, 24)
+    drawn = {l: torch.randn((1,) + shapes[l]) * 0.8 for l in reversed(range(2))}
+    with torch.no_grad():
+        ref = m.decode(lr, [drawn[0], drawn[1]])
+    assert torch.equal(m.sample(lr, 0.8, seed=11, n=1), ref)      # bit-identical draws
+    assert torch.allclose(s1[:1], ref, atol=1e-5)                   # batched: same up to conv rounding
+    assert s1.shape == (2, 3, 20, 24)                              # no padding needed (odd LR sizes)
+
+
+def test_level0_latents_are_local_coarser_are_global():
+    """The documented difference to SRFlow: only the finest level edits locally."""
+    m = _model("hcflow_tiny_sr_4x", dtype=torch.float64)
+    lr = torch.rand(1, 3, 16, 16, dtype=torch.float64)
+    cond = m.encode_condition(lr)
+    lat = m.draw_latents(cond, 0.8, 0)
+    base = m.decode(cond, lat)
+    frac = {}
+    for level in (0, 1):
+        z = lat.clone()
+        z.levels[level][..., 4, 4] += 1.0
+        diff = (m.decode(cond, z) - base).abs().amax(dim=1)[0] > 1e-9
+        frac[level] = diff.float().mean().item()
+        if level == 0:
+            ys, xs = torch.nonzero(diff, as_tuple=True)
+            assert (ys.max() - ys.min()) < 40 and (xs.max() - xs.min()) < 40
+    # one level-1 latent reaches through the level-0 extractor: a far larger support
+    # (the official-size extractors, 14 RRDBs, reach every pixel of a 192^2 image)
+    assert 0 < frac[0] < 0.2 and frac[1] > 3 * frac[0], frac
+
+
+def test_editing_tools_on_hcflow():
+    m = _model("hcflow_tiny_sr_4x", dtype=torch.float32)
+    lr = torch.rand(1, 3, 8, 8)
+    cond = m.encode_condition(lr)
+    lat = m.draw_latents(cond, 0.8, 0)
+    mask = torch.zeros(32, 32, dtype=torch.bool)
+    mask[8:16, 8:16] = True
+    masks = E.level_masks(mask, lat)
+    res = E.resample_region(lat, masks, 0.8, seed=3)
+    assert not res.equal(lat)
+    assert torch.equal(res.levels[0][..., 0, 0], lat.levels[0][..., 0, 0])     # outside the mask
+    other = m.draw_latents(cond, 0.8, 9)
+    assert not E.take_region(lat, other, masks).equal(lat)
+    for mode in ("global", "local", "spatial"):
+        n = E.normalize(lat, mode=mode, temperature=0.8, seed=0)
+        out = n[0] if isinstance(n, tuple) else n
+        assert torch.isfinite(m.decode(cond, out)).all()
+    hr = m.decode(cond, lat).clamp(0, 1)
+    style = E.style_latents(m, hr)
+    assert torch.isfinite(m.decode(cond, E.style_transfer(lat, style))).all()
+
+
+def test_rescaling_api():
+    m = _model("hcflow_tiny_rescaling_4x", dtype=torch.float32)
+    hr = torch.rand(1, 3, 24, 32)
+    lr = m.downscale(hr)
+    assert lr.shape == (1, 3, 6, 8)
+    assert torch.equal(lr, torch.round(lr * 255) / 255)
+    lr2, rec = m.rescale_roundtrip(hr)
+    assert torch.equal(lr, lr2) and rec.shape == hr.shape and 0 <= rec.min() and rec.max() <= 1
+    # rescaling eps equals (a' - mu) exp(-bounded logstd): the official fake_z
+    o = m.encode_levels(hr)
+    cf = m.flow.cond_flow(1)
+    mu, ls = cf.prior(o["c"][1])
+    assert ls.abs().max() < 0.5
+
+
+# -- checkpoints ------------------------------------------------------------------
+
+def test_load_official_pth_and_safetensors(tmp_path):
+    m = _model("hcflow_tiny_sr_4x", dtype=torch.float32)
+    sd = {"module." + k: v for k, v in m.state_dict().items()}
+    torch.save(sd, tmp_path / "SR_tiny.pth")
+    lr = torch.rand(1, 3, 6, 6)
+    ref = m.sample(lr, 0.7, seed=2)
+    got = load_model(tmp_path / "SR_tiny.pth", config="hcflow_tiny_sr_4x", device="cpu")
+    assert isinstance(got, HCFlow) and torch.equal(got.sample(lr, 0.7, seed=2), ref)
+    save_safetensors(got, tmp_path / "m.safetensors")
+    again = load_model(tmp_path / "m.safetensors", device="cpu")
+    assert again.cfg == got.cfg and torch.equal(again.sample(lr, 0.7, seed=2), ref)
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_model(tmp_path / "SR_tiny.pth", config="hcflow_tiny_sr_8x", device="cpu")
+    with pytest.raises(CheckpointError, match="HCFlow"):
+        load_model(tmp_path / "SR_tiny.pth", config="tiny_4x", device="cpu")
+    # older naming (flowDownpsamplerNet) is renamed on load
+    old = {k.replace("flow.", "flowDownpsamplerNet.", 1): v for k, v in m.state_dict().items()}
+    torch.save(old, tmp_path / "old.pth")
+    assert torch.equal(load_model(tmp_path / "old.pth", config="hcflow_tiny_sr_4x", device="cpu")
+                       .sample(lr, 0.7, seed=2), ref)
+
+
+def test_haar_constants_are_checked(tmp_path):
+    m = HCFlow(HC_PRESETS["hcflow_tiny_rescaling_4x"])
+    sd = m.state_dict()
+    sd["flow.layers.0.haar_weights"] = sd["flow.layers.0.haar_weights"] * 2
+    torch.save(sd, tmp_path / "bad.pth")
+    with pytest.raises(CheckpointError, match="Haar"):
+        load_model(tmp_path / "bad.pth", config="hcflow_tiny_rescaling_4x", device="cpu")
+
+
+def test_official_yaml_fixture(tmp_path):
+    """Our own minimal option file in the official layout builds the preset architectures."""
+    y = tmp_path / "sr.yml"
+    y.write_text("scale: 4\nquant: 64\nnetwork_G:\n  which_model_G: HCFlowNet_SR\n  flowDownsampler:\n"
+                 "    K: 26\n    L: 2\n    flow_permutation: invconv\n    flow_coupling: Affine\n"
+                 "    nn_module: FCN\n    hidden_channels: 64\n    splitOff:\n      enable: true\n"
+                 "      after_flowstep: [13, 13]\n      hidden_channels: 64\n      RRDB_nb: [7, 7]\n"
+                 "      RRDB_nf: 64\n      RRDB_gc: 32\n")
+    import yaml
+    cfg = hcflow_from_official_yaml(yaml.safe_load(y.read_text()))
+    assert cfg == HC_PRESETS["hcflow_sr_df2k_4x"]
+    m = HCFlow(HC_PRESETS["hcflow_sr_df2k_4x"])
+    torch.save(m.state_dict(), tmp_path / "SR_DF2K_X4_HCFlow.pth")
+    got = load_model(tmp_path / "SR_DF2K_X4_HCFlow.pth", config=y, device="cpu")
+    assert got.cfg.name == "hcflow_sr_df2k_4x"
