@@ -34,6 +34,7 @@ from .config import ModelConfig, preset
 from .data import CropSampler, heldout_images, make_lr, to_tensor
 from .imresize import imresize
 from .metrics import lr_psnr, psnr
+from .hcflow import HC_PRESETS, HCFlow, HCFlowConfig
 from .model import SRFlow
 
 
@@ -61,6 +62,15 @@ class OptimConfig:
     l1_batch: int = 0              # images of each batch used for that L1 (0 = all)
     grad_clip: float = 10.0
     freeze_encoder_fraction: float = 0.5
+    # HCFlow: NLL weight (HCFlow+ uses 2e-3 with weight_l1 = 1), rescaling losses
+    weight_nll: float = 1.0
+    weight_lr: float = 0.05        # rescaling: L2 of the flow LR towards bicubic
+    weight_z: float = 1e-5         # rescaling: L2 of the latents
+    weight_hr: float = 1.0         # rescaling: L1 of the reconstruction
+    rescale_tau: float = 1.0       # rescaling: temperature of that reconstruction
+    # HCFlow++ perceptual / GAN terms: need VGG19 weights (not available offline)
+    weight_feature: float = 0.0
+    weight_gan: float = 0.0
 
 
 @dataclass
@@ -86,7 +96,7 @@ class RunConfig:
 
 @dataclass
 class TrainConfig:
-    model: ModelConfig
+    model: ModelConfig | HCFlowConfig
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
@@ -95,7 +105,12 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         m = d.get("model") or {}
-        if isinstance(m, str):
+        name = m if isinstance(m, str) else m.get("preset")
+        if name in HC_PRESETS or (isinstance(m, dict) and m.get("family") == "hcflow"):
+            base = HC_PRESETS[name].to_dict() if name in HC_PRESETS else {}
+            base.update({k: v for k, v in (m.items() if isinstance(m, dict) else []) if k != "preset"})
+            model = HCFlowConfig.from_dict(base)
+        elif isinstance(m, str):
             model = preset(m)
         elif "preset" in m:
             base = preset(m["preset"]).to_dict()
@@ -119,8 +134,16 @@ class TrainConfig:
                 obj.betas = tuple(float(b) for b in obj.betas)
             return obj
 
-        return cls(model=model.validate(), data=sub(DataConfig, "data"), optim=sub(OptimConfig, "optim"),
-                   encoder=sub(EncoderConfig, "encoder"), run=sub(RunConfig, "run"))
+        cfg = cls(model=model.validate(), data=sub(DataConfig, "data"), optim=sub(OptimConfig, "optim"),
+                  encoder=sub(EncoderConfig, "encoder"), run=sub(RunConfig, "run"))
+        o = cfg.optim
+        if o.weight_feature or o.weight_gan:
+            raise ValueError("the HCFlow++ perceptual/GAN losses need ImageNet VGG19 weights, which are not "
+                             "available offline; set optim.weight_feature and optim.weight_gan to 0")
+        if isinstance(cfg.model, HCFlowConfig) and (cfg.encoder.pretrain_steps or cfg.encoder.checkpoint):
+            raise ValueError("HCFlow has no separate RRDB encoder: encoder.pretrain_steps/checkpoint "
+                             "apply to SRFlow configs only")
+        return cfg
 
     @classmethod
     def load(cls, path) -> "TrainConfig":
@@ -163,6 +186,8 @@ def make_scheduler(opt, steps: int, milestones, gamma, start: int = 0):
 
 def set_encoder_trainable(model: SRFlow, trainable: bool) -> None:
     model.freeze_encoder = not trainable
+    if not hasattr(model, "RRDB"):          # HCFlow: its extractors are part of the flow
+        return
     for p in model.RRDB.parameters():
         p.requires_grad_(trainable)
 
@@ -186,6 +211,8 @@ def init_actnorm(model: SRFlow, hr, lr) -> None:
 def validate(model: SRFlow, images: dict, scale: int, device, seed: int = 0) -> dict:
     """PSNR at tau=0 (and bicubic), LR-PSNR at tau=0.9, NLL bits/dim on held-out crops."""
     model.eval()
+    if getattr(model.cfg, "kind", "sr") == "rescaling":
+        return validate_rescaling(model, images, scale, device)
     res = {"psnr_t0": [], "psnr_bicubic": [], "lr_psnr_t09": [], "psnr_t09": [], "nll_bpd": []}
     for i, (name, hr) in enumerate(images.items()):
         lr = make_lr(hr, scale)
@@ -204,6 +231,26 @@ def validate(model: SRFlow, images: dict, scale: int, device, seed: int = 0) -> 
                                               generator=torch.Generator().manual_seed(seed)).bits_per_dim[0]))
     out = {k: float(np.mean(v)) for k, v in res.items()}
     out["psnr_gain_t0"] = out["psnr_t0"] - out["psnr_bicubic"]
+    return out
+
+
+@torch.no_grad()
+def validate_rescaling(model: HCFlow, images: dict, scale: int, device) -> dict:
+    """Rescaling: PSNR of the round trip (flow LR -> flow upscale at tau=0) against the HR,
+    of bicubic down -> up for reference, and of the flow LR against the bicubic LR."""
+    res = {"psnr_rescale": [], "psnr_bicubic": [], "psnr_lr_vs_bicubic": []}
+    for name, hr in images.items():
+        hr_t = to_tensor(hr)[None].to(device)
+        lr_flow, rec = model.rescale_roundtrip(hr_t)
+        rec8 = (rec[0].permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+        lr8 = (lr_flow[0].permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+        lr = make_lr(hr, scale)
+        res["psnr_rescale"].append(psnr(rec8, hr))
+        res["psnr_lr_vs_bicubic"].append(psnr(lr8, lr))
+        bic = imresize(lr, float(scale))
+        res["psnr_bicubic"].append(psnr(bic[: hr.shape[0], : hr.shape[1]], hr))
+    out = {k: float(np.mean(v)) for k, v in res.items()}
+    out["psnr_gain_rescale"] = out["psnr_rescale"] - out["psnr_bicubic"]
     return out
 
 
@@ -264,7 +311,14 @@ class Trainer:
             (self.run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1, default=list))
         torch.manual_seed(cfg.run.seed)
         random.seed(cfg.run.seed)
-        self.model = SRFlow(cfg.model).to(self.device)
+        self.hcflow = isinstance(cfg.model, HCFlowConfig)
+        self.model = (HCFlow(cfg.model) if self.hcflow else SRFlow(cfg.model)).to(self.device)
+        if self.hcflow and cfg.model.kind == "rescaling":
+            # Our recipe: the trunk's ActNorms start as the identity instead of data-initialised,
+            # so that the flow LR starts as the Haar box-downscaled image (not a standardised one).
+            for m in self.model.flow.layers.modules():
+                if hasattr(m, "inited"):
+                    m.inited.fill_(True)
         self.sampler = sampler
         self.gen = torch.Generator().manual_seed(cfg.run.seed * 1000 + self.rank)
         self.noise_gen = torch.Generator().manual_seed(cfg.run.seed * 1000 + 500 + self.rank)
@@ -285,7 +339,8 @@ class Trainer:
     # -- optimizers --------------------------------------------------------
     def _build_optimizers(self):
         c = self.cfg
-        self.enc_opt = make_optimizer(self.model.RRDB.parameters(), c.encoder.lr, c.optim.betas)
+        enc = self.model.RRDB.parameters() if hasattr(self.model, "RRDB") else [torch.zeros(1, requires_grad=True)]
+        self.enc_opt = make_optimizer(enc, c.encoder.lr, c.optim.betas)
         self.opt = make_optimizer(self.model.parameters(), c.optim.lr, c.optim.betas, c.optim.weight_decay)
         self.sched = make_scheduler(self.opt, c.optim.steps, c.optim.milestones, c.optim.gamma)
 
@@ -442,13 +497,23 @@ class Trainer:
         set_encoder_trainable(self.model, not frozen)
         hr, lr = self._batch(self.cfg.data.batch)
         self.model.train()
-        loss, bpd, l1 = self._wrapped(not frozen)(hr, lr, quant=c.quant, weight_l1=c.weight_l1,
-                                                  l1_batch=c.l1_batch, generator=self.noise_gen)
+        extra = {}
+        if self.hcflow and self.cfg.model.kind == "rescaling":
+            loss, parts = self.model.rescaling_loss(hr, lr, c.weight_lr, c.weight_z, c.weight_hr,
+                                                    c.rescale_tau, generator=self.noise_gen)
+            bpd, l1 = loss, parts["hr_l1"]
+            extra = {k: float(v.detach()) for k, v in parts.items()}
+        elif self.hcflow:
+            loss, bpd, l1 = self._wrapped(True)(hr, lr, quant=c.quant, weight_l1=c.weight_l1, l1_batch=c.l1_batch,
+                                                generator=self.noise_gen, weight_nll=c.weight_nll)
+        else:
+            loss, bpd, l1 = self._wrapped(not frozen)(hr, lr, quant=c.quant, weight_l1=c.weight_l1,
+                                                      l1_batch=c.l1_batch, generator=self.noise_gen)
         params = [p for p in self.model.parameters() if p.requires_grad]
         ok = self._apply(loss, self.opt, params)
         self.sched.step()
         return {"loss": float(bpd.detach()), "l1": None if l1 is None else float(l1.detach()), "ok": ok,
-                "frozen": frozen}
+                "frozen": frozen, **extra}
 
     # -- main loop ---------------------------------------------------------
     def run(self, max_seconds: float | None = None, max_steps: int | None = None) -> None:
@@ -498,8 +563,9 @@ class Trainer:
             if step % c.run.log_every == 0 or not r["ok"]:
                 rec = {"kind": "train", "stage": self.stage, "step": step, "loss": r["loss"], "lr": lr_now,
                        "step_time": round(dt, 3), "skipped": self.skipped, "elapsed": round(self.elapsed, 1)}
-                if r.get("l1") is not None:
-                    rec["l1"] = r["l1"]
+                for k in ("l1", "lr_l2", "z_l2", "hr_l1"):
+                    if r.get(k) is not None:
+                        rec[k] = r[k]
                 self.log.write(rec)
                 bar.set_postfix(stage=self.stage, loss=f"{r['loss']:.3f}")
             if step % c.run.ckpt_every == 0:
@@ -508,8 +574,8 @@ class Trainer:
                 v = validate(self.model, images, c.model.scale, self.device)
                 v.update(kind="val", stage="flow", step=step, elapsed=round(self.elapsed, 1))
                 self.log.write(v)
-                _log(f"[val {step}] " + ", ".join(f"{k}={v[k]:.3f}" for k in
-                                                  ("psnr_t0", "psnr_bicubic", "lr_psnr_t09", "nll_bpd")))
+                _log(f"[val {step}] " + ", ".join(f"{k}={v[k]:.3f}" for k in v
+                                                  if k not in ("kind", "stage", "step", "elapsed")))
         bar.close()
         self.save()
 

@@ -241,3 +241,31 @@ def test_cli_smoke(tmp_path):
     assert val and math.isfinite(val[0]["psnr_t0"]) and "lr_psnr_t09" in val[0]
     assert (tmp_path / "out.safetensors").exists()
     assert (tmp_path / "run" / "log.csv").read_text().startswith("kind,stage,step,loss")
+
+
+@pytest.mark.parametrize("preset", ["hcflow_tiny_sr_4x", "hcflow_tiny_rescaling_4x"])
+def test_hcflow_training_lowers_loss_and_exports(tmp_path, preset):
+    torch.manual_seed(0)
+    cfg = _cfg(tmp_path, steps=25, quant=64, weight_l1=1.0)
+    cfg.model = TrainConfig.from_dict({"model": {"preset": preset}}).model
+    cfg.run.export = str(tmp_path / "hc.safetensors")
+    tr = _trainer(cfg)
+    tr.run()
+    recs = [json.loads(l) for l in open(tmp_path / "run" / "log.jsonl") if '"train"' in l]
+    losses = [r["loss"] for r in recs]
+    assert len(losses) == 25 and all(math.isfinite(v) for v in losses)
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]), losses
+    if "rescaling" in preset:
+        assert {"lr_l2", "z_l2", "hr_l1"} <= set(recs[-1])
+    m = load_model(tmp_path / "hc.safetensors", device="cpu")
+    lr = torch.rand(1, 3, 6, 6)
+    with torch.no_grad():
+        assert torch.equal(m.sample(lr, 0.5, seed=1), tr.model.eval().sample(lr, 0.5, seed=1))
+
+
+def test_hcflow_plus_plus_losses_refused_offline(tmp_path):
+    d = {"model": {"preset": "hcflow_tiny_sr_4x"}, "optim": {"weight_gan": 0.5}}
+    with pytest.raises(ValueError, match="VGG19"):
+        TrainConfig.from_dict(d)
+    with pytest.raises(ValueError, match="no separate RRDB encoder"):
+        TrainConfig.from_dict({"model": "hcflow_tiny_sr_4x", "encoder": {"pretrain_steps": 10}})
