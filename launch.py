@@ -1,11 +1,16 @@
 """Launch SRFlow Studio (the Gradio app).
 
-    python launch.py                                   # the bundled assets/studio_4x.safetensors
+    python launch.py                                   # the shipped models in assets/ (see below)
     python launch.py --model a.safetensors,b.safetensors
     python launch.py --model SRFlow_DF2K_4X.pth --config SRFlow_DF2K_4X.yml
     python launch.py --host 0.0.0.0 --port 7860 --max-side 256 --queue-size 16 --concurrency 1
 
-``--model`` may be given several times and/or as a comma-separated list.  Our own
+Without ``--model`` the app serves the shipped models of ``app.models.SHIPPED``:
+``assets/studio_4x.safetensors`` (SRFlow, required) and, when present,
+``assets/hcflow_sr_4x.safetensors`` and ``assets/hcflow_rescaling_4x.safetensors``
+(HCFlow SR and rescaling).  ``--model`` may be given several times and/or as a
+comma-separated list; SRFlow and HCFlow files can be mixed (the family is read from
+the file).  Our own
 ``.safetensors`` files describe their architecture; official ``.pth`` files need
 their YAML: one ``--config`` for all of them, or one ``--config`` per ``.pth`` in
 the order the ``.pth`` files are given.
@@ -31,15 +36,16 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-DEFAULT_MODEL = ROOT / "assets" / "studio_4x.safetensors"
+DEFAULT_MODEL = ROOT / "assets" / "studio_4x.safetensors"     # required when no --model is given
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="launch.py", description="SRFlow Studio: explorable super-resolution "
                                 "with latent-space editing (Gradio app).")
     p.add_argument("--model", action="append", default=None, metavar="PATH",
-                   help="model file: our .safetensors, or an official SRFlow .pth (with --config); "
-                        "repeat or comma-separate for several (default: assets/studio_4x.safetensors)")
+                   help="model file: our .safetensors (SRFlow or HCFlow), or an official SRFlow/HCFlow .pth "
+                        "(with --config); repeat or comma-separate for several (default: the shipped "
+                        "assets/studio_4x.safetensors plus the HCFlow files in assets/ that exist)")
     p.add_argument("--config", action="append", default=None, metavar="YAML",
                    help="official YAML for the .pth model(s): once for all, or once per .pth in order")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
@@ -65,7 +71,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def model_paths(args) -> list[Path]:
     if not args.model:
-        return [DEFAULT_MODEL]
+        from app.models import shipped_paths
+
+        return shipped_paths(DEFAULT_MODEL)
     out = []
     for item in args.model:
         out += [Path(s.strip()) for s in item.split(",") if s.strip()]
@@ -120,8 +128,11 @@ def main(argv=None) -> None:
     _install_signal_handlers()
     args = parse_args(argv)
     models = load_models(model_paths(args), args.config, args.device)
+    from app.models import describe
+
     for name, m in models.items():
-        print(f"model {name}: {m.cfg.name}, {m.scale}x, on {m.device}", flush=True)
+        i = describe(name, m)
+        print(f"model {name}: {i.family} {i.kind} ({m.cfg.name}), {m.scale}x, on {m.device}", flush=True)
 
     # gradio's file cache: a directory of this server's own (unless GRADIO_TEMP_DIR is set),
     # cleaned every 30 min of files older than 2 h, and removed at exit

@@ -14,6 +14,10 @@ How an edit is computed (see :mod:`flow.editing`):
   current image (``splice_margin`` HR pixels around the changed footprints; the
   window is one more margin wider).  Edits that touch most of the image decode the
   whole image;
+* models without a region decode (HCFlow: ``supports_region = False``; a coarse
+  latent changes the whole image, only the finest level's latents are local)
+  decode the whole image for every edit; results then say so in
+  ``OpResult.notes`` (see :data:`GLOBAL_EDIT_NOTE`);
 * the raw decoded image (float) is kept; the shown image is
   ``uint8(clip(P(raw)))`` where ``P`` is the optional exact LR projection with
   strength ``lr_projection`` (0 = off, the default);
@@ -51,6 +55,10 @@ FULL_DECODE_FRACTION = 0.6
 #: Max |window - current| (in [0, 1] units) tolerated just outside the splice box
 #: before the margin is doubled (see EditSession._decode_edit).
 SEAM_TOLERANCE = 0.5 / 255
+#: Told with every region edit of a model without a local decode (HCFlow).
+GLOBAL_EDIT_NOTE = ("this model (HCFlow) re-decodes the whole image for a region edit: only its finest "
+                    "latent level is local, the coarser latents under the mask change the image everywhere "
+                    "(mostly slightly)")
 
 
 class SessionFileError(ValueError):
@@ -65,6 +73,7 @@ class OpResult:
     seconds: float
     extra: dict                  # op-specific
     warnings: list[str]          # non-finite guard actions etc.; [] normally
+    notes: list[str] = field(default_factory=list)   # how the op behaved with this model (information)
 
 
 @dataclass
@@ -384,11 +393,14 @@ class EditSession:
         bbox = E.masks_bbox(masks, lat.strides)
         if bbox is None:
             return self._raw, lat, [], "nothing", (0, 0, 0, 0)
+        if not E.supports_region(self.model):
+            imgs, lat, warns = self._decode_full(lat)
+            return imgs[0], lat, warns, "full decode: no local decode for this model", None
         Hp, Wp = self.padded_size
         H, W = self.hr_size
         margin = int(self.splice_margin)
         for attempt in range(3):
-            win, splice = E.edit_boxes(bbox, (Hp, Wp), self.model.flowUpsamplerNet.total_stride, margin)
+            win, splice = E.edit_boxes(bbox, (Hp, Wp), self.model.total_stride, margin)
             area = (win[1] - win[0]) * (win[3] - win[2])
             if self._raw is None or area >= FULL_DECODE_FRACTION * Hp * Wp:
                 imgs, lat, warns = self._decode_full(lat)
@@ -435,8 +447,12 @@ class EditSession:
         ring = d[~inner]
         return float(ring.max()) if ring.size else 0.0
 
+    def _edit_notes(self) -> list[str]:
+        """Notes for a region edit: how it behaves with this model (HCFlow: globally)."""
+        return [] if E.supports_region(self.model) else [GLOBAL_EDIT_NOTE]
+
     def _commit(self, op: str, params: dict, changed: str, t0: float, *, latents, raw, extra=None,
-                warnings=None, gallery=None, lr_change=None, box=None) -> OpResult:
+                warnings=None, gallery=None, lr_change=None, box=None, notes=None) -> OpResult:
         """Push the old state, install the new one, log, and build the OpResult.
         ``box``: the new image differs from the current one only inside it (lets the
         metrics update incrementally); None: anywhere."""
@@ -457,11 +473,13 @@ class EditSession:
             box = None                                  # the projection changes every pixel
         metrics = self._metrics(self.current, _to_uint8(raw) if self.lr_projection else None, box, prev)
         seconds = time.perf_counter() - t0
-        warnings = list(warnings or [])
-        self.log.append({"op": op, "params": params, "changed": changed,
-                         "seconds": round(seconds, 4), "warnings": warnings,
-                         "lr_psnr": metrics["lr_psnr"]})
-        return OpResult(self.current, metrics, changed, seconds, extra or {}, warnings)
+        warnings, notes = list(warnings or []), list(notes or [])
+        entry = {"op": op, "params": params, "changed": changed, "seconds": round(seconds, 4),
+                 "warnings": warnings, "lr_psnr": metrics["lr_psnr"]}
+        if notes:
+            entry["notes"] = notes
+        self.log.append(entry)
+        return OpResult(self.current, metrics, changed, seconds, extra or {}, warnings, notes)
 
     # ------------------------------------------------------------- operations
     @torch.no_grad()
@@ -522,7 +540,7 @@ class EditSession:
         return self._commit("resample_region", {"temperature": tau, "seed": seed, "dilation": d,
                                                 "mask_pixels": int(m.sum()), "mask_sha1": _img_digest(m)},
                             f"resampled {n} latents in {k} levels at temperature {tau:g} ({how})", t0,
-                            latents=lat, raw=raw, warnings=warns, box=box)
+                            latents=lat, raw=raw, warnings=warns, box=box, notes=self._edit_notes())
 
     @staticmethod
     def _dilation(d) -> int:
@@ -552,7 +570,7 @@ class EditSession:
         return self._commit("take_region_from", {"index": i, "seed": g.seed, "dilation": d,
                                                  "mask_pixels": int(m.sum()), "mask_sha1": _img_digest(m)},
                             f"took {n} latents in {k} levels from sample {i} ({how})", t0,
-                            latents=lat, raw=raw, warnings=warns, box=box)
+                            latents=lat, raw=raw, warnings=warns, box=box, notes=self._edit_notes())
 
     @torch.no_grad()
     def normalize(self, mode='local', temperature=0.8, seed=0, mask=None) -> OpResult:
@@ -580,6 +598,7 @@ class EditSession:
         if info.notes:
             changed += "; " + "; ".join(info.notes)
         return self._commit("normalize", params, changed, t0, latents=lat, raw=raw, warnings=warns, box=box,
+                            notes=self._edit_notes() if masks is not None else None,
                             extra={"collections": info.collections, "skipped": info.skipped,
                                    "degenerate": info.degenerate})
 
@@ -611,7 +630,8 @@ class EditSession:
                          "dst_hw": [int(v) for v in dst_hw], "mode": mode, "temperature": tau, "seed": seed,
                          "dilation": d, "source_shape": list(src.shape), "source_sha1": _img_digest(src)},
             f"pasted a {int(dst_hw[0])}x{int(dst_hw[1])} region and harmonized {n} latents in {k} levels "
-            f"({mode} normalization, {how})", t0, latents=lat, raw=raw, warnings=warns, box=box)
+            f"({mode} normalization, {how})", t0, latents=lat, raw=raw, warnings=warns, box=box,
+            notes=self._edit_notes())
         res.extra.update(raw=pasted, raw_lr_psnr=raw_psnr, harmonized_lr_psnr=res.metrics["lr_psnr"])
         return res
 
@@ -643,7 +663,8 @@ class EditSession:
             imgs, lat, warns = self._decode_full(z)
             raw, box = imgs[0], None
             changed = "style latents everywhere (full decode)"
-        res = self._commit("style_transfer", params, changed, t0, latents=lat, raw=raw, warnings=warns, box=box)
+        res = self._commit("style_transfer", params, changed, t0, latents=lat, raw=raw, warnings=warns, box=box,
+                           notes=self._edit_notes() if mask is not None else None)
         res.extra["style_hr"] = style_hr
         return res
 
@@ -692,9 +713,14 @@ class EditSession:
         if self.hr is None:
             raise ValueError("This session has no HR ground truth.")
         z, _ = self.model.encode(to_tensor(self.hr)[None].to(self.device, self.dtype), self.cond)
+        # HCFlow's encode also returns its continuous top level (z.top); the session decodes
+        # every image from the LR instead, so its ground truth comes back only approximately
+        notes = [] if z.top is None else [
+            "HCFlow decodes the encoded ground truth from the LR (not from the photo's own coarse "
+            "level), so the current image is close to the ground truth, not equal (see PSNR)"]
         imgs, z, warns = self._decode_full(z)
         return self._commit("use_hr", {}, "the HR ground truth is the current image (encoded)", t0,
-                            latents=z, raw=imgs[0], warnings=warns)
+                            latents=z, raw=imgs[0], warnings=warns, notes=notes)
 
     def uncertainty(self) -> np.ndarray:
         """float32 HxW: per-pixel std (0..255 scale) across the gallery images, averaged over RGB."""

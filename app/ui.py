@@ -47,6 +47,8 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from app.images import MAX_BYTES, ImageInputError, fit_max_side, load_rgb  # noqa: E402
+from app.models import describe  # noqa: E402
+from app.models import family as _family  # noqa: E402
 
 log = logging.getLogger("srflow.ui")
 
@@ -157,6 +159,7 @@ def _status(res, notes=(), extra: str = "") -> str:
     if extra:
         head.append(extra)
     lines = [" · ".join(head)]
+    lines += [f"ℹ {n}" for n in getattr(res, "notes", None) or []]
     lines += [f"⚠ {w}" for w in list(notes) + list(res.warnings or [])]
     for w in res.warnings or []:          # numerical guard actions also pop up as toasts
         gr.Warning(str(w))
@@ -216,6 +219,7 @@ class Studio:
         if not models:
             raise ValueError("no model given")
         self.models = dict(models)
+        self.infos = {name: describe(name, m) for name, m in self.models.items()}
         self.default_model = next(iter(self.models))
         self.max_side = int(max_side)
         self.max_upload_bytes = int(max_upload_bytes)
@@ -236,8 +240,47 @@ class Studio:
                 log.warning("skipping example %s: %s", p, e)
         return out
 
-    def model_choices(self) -> list[tuple[str, str]]:
-        return [(f"{name} · {m.cfg.name} · {m.scale}×", name) for name, m in self.models.items()]
+    def model_choices(self, family: str | None = None, kind: str | None = None) -> list[tuple[str, str]]:
+        """(label, name) of the models, optionally only one family/kind."""
+        return [(i.label, n) for n, i in self.infos.items()
+                if (family is None or i.family == family) and (kind is None or i.kind == kind)]
+
+    def _first(self, family=None, kind=None, scale=None, exclude=()) -> str | None:
+        for n, i in self.infos.items():
+            if ((family is None or i.family == family) and (kind is None or i.kind == kind)
+                    and (scale is None or i.scale == scale) and n not in exclude):
+                return n
+        return None
+
+    def compare_defaults(self) -> tuple[str | None, str | None]:
+        """The Compare tab's preselection: an SRFlow model and an HCFlow SR model of the same
+        scale when both exist, else the first two SR models."""
+        a = self._first("srflow", "sr") or self._first(kind="sr") or self.default_model
+        sc = self.infos[a].scale
+        b = (self._first("hcflow", "sr", sc) or self._first("hcflow", None, sc, (a,))
+             or self._first(None, None, sc, (a,)))
+        return a, b
+
+    def rescale_defaults(self) -> tuple[str | None, str | None]:
+        """The Rescale tab's preselection: the first rescaling model and an SRFlow SR model
+        of its scale (for the bicubic comparison)."""
+        r = self._first(kind="rescaling")
+        if r is None:
+            return None, self._first("srflow", "sr")
+        sc = self.infos[r].scale
+        return r, self._first("srflow", "sr", sc) or self._first(None, "sr", sc)
+
+    def _model_note(self, name: str) -> list[str]:
+        """What the user should know about editing with this model."""
+        i = self.infos[name]
+        out = []
+        if not i.local_edits:
+            out.append(f"{name} is an HCFlow model: brush, take-region, masked normalization and paste "
+                       "edits re-decode the whole image (only its finest latent level is local)")
+        if i.kind == "rescaling":
+            out.append(f"{name} is a rescaling model: it is made to upscale its own LR (Rescale tab); "
+                       "on a bicubic LR its samples are only approximate")
+        return out
 
     def _model(self, name):
         if not name:
@@ -344,7 +387,8 @@ class Studio:
                 f"{lr.shape[0] * sess.scale} with {name} ({sess.scale}×)"
                 + (" · ground truth available" if sess.hr is not None else "") + f" · {dt:.2f} s"
                 + (" — next: Generate (Explore tab)" if sess.current is None else ""))
-        text = "\n".join([text] + [f"⚠ {n}" for n in notes + more])
+        text = "\n".join([text] + [f"ℹ {n}" for n in self._model_note(name)]
+                          + [f"⚠ {n}" for n in notes + more])
         return tab, self._f(lr), self._f(sess.current), text
 
     @guarded
@@ -552,6 +596,76 @@ class Studio:
         return (tab, (self._f(inp), self._f(res.image)), self._f(res.extra.get("sr_from_lr")),
                 _status(res, notes))
 
+    # -- rescale / compare (app/engine.py) -----------------------------------------
+    @guarded
+    def rescale(self, file, model_name, sr_model_name, progress=gr.Progress()):
+        """Rescaling round trip of an HR photo (independent of the tab's editing session)."""
+        from app import engine
+
+        r_default, sr_default = self.rescale_defaults()
+        name = model_name or r_default
+        if name is None:
+            raise ValueError("No rescaling model is loaded: start the app with an HCFlow rescaling model "
+                             "(assets/hcflow_rescaling_4x.safetensors or --model PATH).")
+        name, model = self._model(name)
+        if self.infos[name].kind != "rescaling":
+            raise ValueError(f"{name} is not a rescaling model; choose one of: "
+                             + (", ".join(n for _, n in self.model_choices(kind="rescaling")) or "none loaded"))
+        sr_name = sr_model_name or sr_default
+        sr_model = None
+        if sr_name:
+            sr_name, sr_model = self._model(sr_name)
+        img, notes = self._decode(file, "the HR photo")
+        img, note = self._fit_hr(img, model.scale, "the HR photo")
+        if note:
+            notes.append(note)
+        progress(0.2, desc="Downscaling and upscaling with the flow")
+        res = engine.rescale(model, img, sr_model, sr_name)
+        notes += res.notes
+        lr_path = self._write(f"flow_lr_{res.scale}x.png")
+        Image.fromarray(res.flow_lr).save(lr_path, format="PNG")
+        m = res.metrics
+        H, W = res.hr.shape[:2]
+        lines = [f"rescaled a {W}×{H} photo with {name}: flow LR {W // res.scale}×{H // res.scale} (8-bit) → "
+                 f"reconstruction at τ = 0 · {res.seconds:.2f} s",
+                 f"flow LR vs bicubic LR: PSNR {_fmt_db(m['lr_psnr_flow_vs_bicubic'])}",
+                 f"reconstruction vs HR: PSNR {_fmt_db(m['psnr_reconstruction'])} · "
+                 f"SSIM {m['ssim_reconstruction']:.4f}",
+                 (f"bicubic LR → {sr_name} (τ = 0) vs HR: PSNR {_fmt_db(m['psnr_sr_from_bicubic'])} · "
+                  f"SSIM {m['ssim_sr_from_bicubic']:.4f}" if sr_model is not None
+                  else "no SR model for the bicubic comparison"),
+                 f"bicubic LR → bicubic upscaling vs HR: PSNR {_fmt_db(m['psnr_bicubic_up'])}"]
+        lines += [f"⚠ {n}" for n in notes + res.warnings]
+        metrics = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()}
+        metrics.update(model=name, hr_size=[H, W], notes=notes)
+        return (self._f(res.flow_lr), self._f(res.reconstruction),
+                self._f(res.sr_from_bicubic) if res.sr_from_bicubic is not None else None,
+                str(lr_path), metrics, "\n".join(lines))
+
+    @guarded
+    def compare(self, tab, model_a, model_b, temperature, seed, progress=gr.Progress()):
+        """One sample of each of two models for the tab's LR, same seed and τ."""
+        from app import engine
+
+        sess = self._need(tab)
+        t = _num(temperature, "temperature", 0, 1.2)
+        sd = _num(seed, "seed", 0, 2**63 - 1, integer=True)
+        da, db = self.compare_defaults()
+        names = [self._model(model_a or da)[0], self._model(model_b or db)[0]]
+        progress(0.1, desc="Sampling with both models")
+        with tab.lock:
+            lr, hr = sess.lr, sess.hr
+        items = engine.compare({n: self.models[n] for n in dict.fromkeys(names)}, lr, hr, t, sd)
+        if len(items) == 1:
+            items = items * 2
+        lines = [f"same LR {lr.shape[1]}×{lr.shape[0]}, seed {sd}, τ = {t:g} (each model draws its own "
+                 "latents from the seed)"]
+        for it in items[:2] if names[0] != names[1] else items[:1]:
+            lines.append(f"{it.info.label}: {_metrics_text(it.metrics)} · {it.seconds:.2f} s")
+            lines += [f"⚠ {it.name}: {w}" for w in it.warnings]
+        lines[1:1] = [f"A = {items[0].info.label} · B = {items[1].info.label}"]
+        return self._f(items[0].image), self._f(items[1].image), "\n".join(lines)
+
     # -- history / files ------------------------------------------------------------
     @guarded
     def undo(self, tab):
@@ -621,8 +735,7 @@ class Studio:
     @guarded
     def info(self, tab):
         if not isinstance(tab, TabState) or tab.session is None:
-            return {"loaded": False, "models": {n: {"arch": m.cfg.name, "scale": m.scale}
-                                                for n, m in self.models.items()}}
+            return {"loaded": False, "models": {n: i.as_dict() for n, i in self.infos.items()}}
         with tab.lock:
             return self._info(tab)
 
@@ -631,6 +744,7 @@ class Studio:
         s = tab.session
         return {
             "loaded": True, "model": tab.model_name, "scale": int(s.scale),
+            "family": _family(s.model), "local_edits": bool(getattr(s.model, "supports_region", True)),
             "lr_size": [int(s.lr.shape[0]), int(s.lr.shape[1])],
             "hr_size": None if s.current is None else [int(s.current.shape[0]), int(s.current.shape[1])],
             "ground_truth": s.hr is not None, "can_undo": bool(s.can_undo), "can_redo": bool(s.can_redo),
@@ -753,7 +867,9 @@ def build_demo(models: dict, max_side: int = 256, queue_size: int = 16, concurre
                                                 "bicubic downscale becomes the LR and the photo the ground truth",
                                                 value=False, elem_id="downscale")
                         model_dd = gr.Dropdown(choices=st.model_choices(), value=st.default_model,
-                                               label="Model (scale)", elem_id="model")
+                                               label="Model (family · scale)", elem_id="model",
+                                               info="SRFlow and HCFlow models work in every tab; with HCFlow, "
+                                                    "region edits re-decode the whole image")
                         load_btn = gr.Button("Load", variant="primary", elem_id="load")
                     with gr.Column():
                         lr_view = gr.Image(label="LR input", height=256, elem_id="lr_view", **img_kw)
@@ -799,7 +915,10 @@ def build_demo(models: dict, max_side: int = 256, queue_size: int = 16, concurre
             with gr.Tab("3 · Brush", id="brush"):
                 gr.Markdown("Paint over the region to change, then **Resample region** (each click draws a "
                             "new variant) or **Take region from sample k** (k = position in the gallery, "
-                            "0 = first; clicking a gallery sample sets it).")
+                            "0 = first; clicking a gallery sample sets it). With an **HCFlow** model every "
+                            "region edit re-decodes the whole image: only its finest latent level is local, "
+                            "the coarser latents under the brush also change the rest of the image (mostly "
+                            "slightly); SRFlow edits stay local.", elem_id="brush_info")
                 with gr.Row():
                     editor = gr.ImageEditor(type="numpy", image_mode="RGBA", label="Brush",
                                             brush=gr.Brush(default_size=12, colors=[("#ff3b6b", 0.5)],
@@ -878,6 +997,53 @@ def build_demo(models: dict, max_side: int = 256, queue_size: int = 16, concurre
                                                   interactive=False, elem_id="restore_compare")
                     sr_lr_view = gr.Image(label="Plain SR of its LR (for comparison)", **img_kw)
 
+            # ------------------------------------------------------------ rescale
+            r_default, r_sr_default = st.rescale_defaults()
+            with gr.Tab("6 · Rescale", id="rescale"):
+                gr.Markdown("Image **rescaling** with an HCFlow rescaling model: the flow downscales the HR "
+                            "photo to its own 8-bit LR and upscales that LR back (τ = 0). PSNRs compare it "
+                            "with the bicubic route: the flow LR vs the MATLAB-bicubic LR, the "
+                            "reconstruction vs the photo, and the bicubic LR super-resolved by an SR model "
+                            "(τ = 0) vs the photo. Sides are cropped to a multiple of the scale."
+                            + ("" if r_default else "\n\n**No rescaling model is loaded** (add "
+                               "`assets/hcflow_rescaling_4x.safetensors` or pass `--model`)."),
+                            elem_id="rescale_info")
+                with gr.Row():
+                    with gr.Column():
+                        rsc_up = gr.File(label="HR photo", file_types=["image"], type="filepath",
+                                         elem_id="rescale_upload")
+                        rsc_model = gr.Dropdown(choices=st.model_choices(kind="rescaling"), value=r_default,
+                                                label="Rescaling model", elem_id="rescale_model")
+                        rsc_sr = gr.Dropdown(choices=st.model_choices(kind="sr"), value=r_sr_default,
+                                             label="SR model for the bicubic comparison", elem_id="rescale_sr")
+                        rsc_btn = gr.Button("Rescale", variant="primary", elem_id="rescale_btn")
+                        rsc_file = gr.File(label="Flow LR (PNG)", interactive=False, height=60,
+                                           elem_id="rescale_lr_file")
+                    with gr.Column():
+                        rsc_lr = gr.Image(label="Flow LR (8-bit)", elem_id="rescale_lr", **img_kw)
+                        rsc_metrics = gr.JSON(label="Metrics", elem_id="rescale_metrics")
+                with gr.Row():
+                    rsc_rec = gr.Image(label="Reconstruction (flow LR → flow upscale, τ = 0)",
+                                       elem_id="rescale_rec", **img_kw)
+                    rsc_srb = gr.Image(label="Bicubic LR → SR model (τ = 0)", elem_id="rescale_sr_img", **img_kw)
+
+            # ------------------------------------------------------------ compare
+            c_a, c_b = st.compare_defaults()
+            with gr.Tab("7 · Compare", id="compare_tab"):
+                gr.Markdown("Side by side: one sample of each model for the loaded LR, with the same seed "
+                            "and temperature (each model draws its own latents from the seed).")
+                with gr.Row():
+                    cmp_a = gr.Dropdown(choices=st.model_choices(), value=c_a, label="Model A", elem_id="compare_a")
+                    cmp_b = gr.Dropdown(choices=st.model_choices(), value=c_b, label="Model B", elem_id="compare_b")
+                    cmp_temp = gr.Slider(0, 1.2, value=0.8, step=0.05, label="Temperature τ", info=TEMP_INFO,
+                                         elem_id="compare_temperature")
+                    cmp_seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", elem_id="compare_seed")
+                cmp_btn = gr.Button("Compare", variant="primary", elem_id="compare_btn")
+                with gr.Row():
+                    cmp_img_a = gr.Image(label="A", elem_id="compare_img_a", **img_kw)
+                    cmp_img_b = gr.Image(label="B", elem_id="compare_img_b", **img_kw)
+                cmp_status = gr.Textbox(label="Comparison", lines=3, interactive=False, elem_id="compare_status")
+
         # ------------------------------------------------------------ events
         view_out = [slider, editor, uncert, gallery, undo_btn, redo_btn, use_gt, lr_view]
 
@@ -920,6 +1086,11 @@ def build_demo(models: dict, max_side: int = 256, queue_size: int = 16, concurre
                                    [tab, style_view, current, status], api_name="style_transfer"))
         then_views(restore_btn.click(st.restore, [tab, deg_up, rs_temp, rs_seed, model_dd],
                                      [tab, restore_view, sr_lr_view, status], api_name="restore"))
+
+        rsc_btn.click(st.rescale, [rsc_up, rsc_model, rsc_sr],
+                      [rsc_lr, rsc_rec, rsc_srb, rsc_file, rsc_metrics, status], api_name="rescale")
+        cmp_btn.click(st.compare, [tab, cmp_a, cmp_b, cmp_temp, cmp_seed], [cmp_img_a, cmp_img_b, cmp_status],
+                      api_name="compare")
 
         then_views(undo_btn.click(st.undo, [tab], [tab, current, status], api_name="undo"))
         then_views(redo_btn.click(st.redo, [tab], [tab, current, status], api_name="redo"))

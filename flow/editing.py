@@ -48,6 +48,15 @@ guard for models that spread further, the session also checks the seam: if the
 window decode differs from the current image by more than 0.5/255 just outside
 the splice box, it doubles the margin and decodes again
 (``EditSession._decode_edit``).
+
+HCFlow models (``flow.hcflow.HCFlow``, ``supports_region = False``) have no window
+decode: a change of a coarse latent changes the coarse image ``y_l`` and, through
+the conditioning networks' large receptive fields, the whole SR image; only the
+finest level's latents act locally.  :func:`decode_window`, :func:`encode_window`
+and :func:`content_transfer` then work on the whole image (exact, not faster), and
+the session re-decodes the whole image for every region edit.  All the latent
+operations above (masks, resampling, normalization, ...) work unchanged: HCFlow's
+latents are :class:`Latents` with one tensor per level (strides 2, 4, ...).
 """
 from __future__ import annotations
 
@@ -404,8 +413,19 @@ def edit_boxes(bbox, padded_hw, align: int, margin: int = DEFAULT_MARGIN):
     return win, splice
 
 
-def window_conditions(model, cond: Condition, box) -> list:
-    """The cached per-layer conditioning of ``cond`` cropped to a padded-HR box."""
+def supports_region(model) -> bool:
+    """Whether ``model.decode(region=...)`` exists (SRFlow: yes; HCFlow: no, its coarse
+    latents act on the whole image).  Models without it take the full-image
+    fallbacks below."""
+    return bool(getattr(model, "supports_region", True))
+
+
+def window_conditions(model, cond: Condition, box) -> list | None:
+    """The cached per-layer conditioning of ``cond`` cropped to a padded-HR box.
+    For a model without region support: ``cond.caches`` unchanged (its condition is
+    only usable for the whole image)."""
+    if not supports_region(model):
+        return cond.caches
     if cond.caches is None:
         raise ValueError("windowed decoding needs a cached condition (encode_condition without grad)")
     y0, y1, x0, x1 = box
@@ -416,14 +436,25 @@ def window_conditions(model, cond: Condition, box) -> list:
 
 def decode_window(model, cond: Condition, lat: Latents, box) -> torch.Tensor:
     """``model.decode`` of the padded-HR window ``box`` (the whole padded image when
-    the box covers it): float (N, 3, y1 - y0, x1 - x0), not clamped."""
-    return model.decode(cond, lat, region=tuple(int(v) for v in box))
+    the box covers it): float (N, 3, y1 - y0, x1 - x0), not clamped.  A model
+    without region support decodes the whole image and returns the box of it
+    (exact, but no faster)."""
+    box = tuple(int(v) for v in box)
+    if not supports_region(model):
+        y0, y1, x0, x1 = box
+        return model.decode(cond, lat)[..., y0:y1, x0:x1]
+    return model.decode(cond, lat, region=box)
 
 
 def encode_window(model, cond: Condition, hr_padded: torch.Tensor, box) -> list[torch.Tensor]:
     """Encode the window ``box`` of a padded HR image with the cropped cached
-    condition: per-level latents of that window (border positions are approximate)."""
+    condition: per-level latents of that window (border positions are approximate).
+    A model without region support encodes the whole image and returns each
+    level's part under the box (exact)."""
     y0, y1, x0, x1 = box
+    if not supports_region(model):
+        lat, _ = model.encode(hr_padded, cond)
+        return [t[..., y0 // s:y1 // s, x0 // s:x1 // s] for t, s in zip(lat.levels, lat.strides)]
     sub = Condition(cond.lr_shape, cond.pad, {}, window_conditions(model, cond, box), cond.batch,
                     cond.hr_size)
     levels, _ = model.flowUpsamplerNet.encode(hr_padded[..., y0:y1, x0:x1], sub)
@@ -538,7 +569,8 @@ def content_transfer(model, cond: Condition, lat: Latents, pasted: torch.Tensor,
     """Harmonize a paste (§4.4).  ``pasted``: float (1, 3, H, W) image with the paste;
     ``mask_hr``: the pasted pixels.  The latents whose footprints touch the paste
     (dilated by ``dilation``) are replaced by the encoding of ``pasted`` (encoded in
-    a window around them, with ``margin``) and normalized there (``mode``, ``tau``,
+    a window around them, with ``margin``; the whole image for a model without
+    region support, e.g. HCFlow) and normalized there (``mode``, ``tau``,
     ``seed``, restricted to those latents); all other latents are kept.
     Returns ``(new latents, level masks)``."""
     masks = level_masks(mask_hr, lat, dilation=dilation)
@@ -546,7 +578,10 @@ def content_transfer(model, cond: Condition, lat: Latents, pasted: torch.Tensor,
     if bbox is None:
         raise ValueError("the paste region is empty")
     Hp, Wp = masks[0].shape[0] * lat.strides[0], masks[0].shape[1] * lat.strides[0]
-    win, _ = edit_boxes(bbox, (Hp, Wp), model.flowUpsamplerNet.total_stride, margin)
+    if supports_region(model):
+        win, _ = edit_boxes(bbox, (Hp, Wp), model.total_stride, margin)
+    else:                                   # no local encode: the whole image (exact)
+        win = (0, Hp, 0, Wp)
     hp = pad_hr(model, cond, pasted.to(lat.levels[0].device, lat.levels[0].dtype))
     enc = encode_window(model, cond, hp, win)
     y0, y1, x0, x1 = win

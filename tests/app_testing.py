@@ -24,6 +24,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 TRAINED = ROOT / "tests" / "data" / "tiny_trained_4x.safetensors"
+HC_SR = ROOT / "tests" / "data" / "tiny_hcflow_sr_4x.safetensors"            # tests/make_fixture.py --hcflow
+HC_RESC = ROOT / "tests" / "data" / "tiny_hcflow_rescaling_4x.safetensors"
 EXAMPLES = ROOT / "assets" / "examples"
 
 

@@ -1,6 +1,21 @@
-"""Train the small model fixture used by the editing tests.
+"""Make the small model fixtures used by the tests.
 
     OMP_NUM_THREADS=1 .venv/bin/python tests/make_fixture.py [--minutes 12] [--out tests/data/tiny_trained_4x.safetensors]
+    OMP_NUM_THREADS=1 .venv/bin/python tests/make_fixture.py --hcflow   # the two HCFlow fixtures (~2 min)
+
+HCFlow fixtures (``--hcflow``): ``tests/data/tiny_hcflow_sr_4x.safetensors`` and
+``tests/data/tiny_hcflow_rescaling_4x.safetensors``, HCFlow SR / rescaling models of a
+narrowed ``hcflow_tiny_*`` architecture (24-channel RRDBs, about 1.5 MB each).  They
+start from deterministic random weights in which every zero-initialised part (prior
+heads, coupling outputs, the rescaling DenseBlocks' last convs) and every ActNorm is
+perturbed, and are then trained for ``--hcflow-steps`` (200) Adam steps on 32x32 crops
+of ``data/train`` (one thread, fixed seeds: the same weights on a rerun): SR with
+0.01 x the official NLL + L1 of the tau = 0 decode, rescaling with its own loss.
+That is enough for image-like results (SR samples about 27 dB LR-PSNR, the flow LR
+about 25 dB from bicubic), which keeps the app and session tests meaningful; they
+are not models to use.
+
+The SRFlow fixture (the default):
 
 The architecture is the ``tiny_4x`` preset (about 360k parameters, 1.4 MB as float32
 safetensors).  It is trained with :class:`flow.train.Trainer` on random 64x64 HR crops
@@ -36,6 +51,78 @@ from flow.metrics import lr_psnr  # noqa: E402
 from flow.train import DataConfig, EncoderConfig, OptimConfig, RunConfig, TrainConfig, Trainer  # noqa: E402
 
 DEFAULT_OUT = ROOT / "tests" / "data" / "tiny_trained_4x.safetensors"
+HCFLOW_OUT = {"sr": ROOT / "tests" / "data" / "tiny_hcflow_sr_4x.safetensors",
+              "rescaling": ROOT / "tests" / "data" / "tiny_hcflow_rescaling_4x.safetensors"}
+
+
+def hcflow_fixture_config(kind: str):
+    """The fixtures' architecture: ``hcflow_tiny_{kind}_4x`` with a 24-channel RRDB."""
+    import dataclasses
+
+    from flow.hcflow import HC_PRESETS
+
+    base = HC_PRESETS[f"hcflow_tiny_{kind}_4x"]
+    return dataclasses.replace(base, name=f"hcflow_fixture_{kind}_4x", rrdb_nf=24, P=list(base.P),
+                               rrdb_nb=list(base.rrdb_nb)).validate()
+
+
+def train_hcflow_fixture(model, kind: str, steps: int, seed: int = 0):
+    """A few hundred Adam steps on 32x32 crops (see the module docstring)."""
+    sampler = CropSampler.from_dirs([str(ROOT / "data" / "train")], 32, model.scale)
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3, betas=(0.9, 0.99))
+    model.train()
+    for i in range(steps):
+        hr, lr = sampler.batch(8, g)
+        if kind == "sr":
+            loss, _, _ = model(hr, lr, weight_l1=1.0, weight_nll=0.01)
+        else:
+            loss, _ = model.rescaling_loss(hr, lr, generator=g)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if i % 100 == 0 or i == steps - 1:
+            print(f"{kind} step {i}: loss {loss.item():.4f}", flush=True)
+    return model.eval()
+
+
+@torch.no_grad()
+def make_hcflow_fixture(kind: str, seed: int = 0):
+    """A deterministic, perturbed random HCFlow model (see the module docstring)."""
+    from flow.hcflow import DenseNet5, HCFlow
+    from flow.layers import ActNorm, ZeroConv
+
+    torch.manual_seed(seed)
+    model = HCFlow(hcflow_fixture_config(kind))
+    g = torch.Generator().manual_seed(seed + 1)
+
+    def rnd(t, std):
+        t.copy_(torch.randn(t.shape, generator=g, dtype=torch.float64).to(t.dtype) * std)
+
+    for m in model.modules():
+        if isinstance(m, ZeroConv):
+            rnd(m.weight, 2e-3)
+            rnd(m.bias, 0.05)
+            rnd(m.logs, 0.02)
+        elif isinstance(m, ActNorm):
+            rnd(m.bias, 0.05)
+            rnd(m.logs, 0.05)
+            m.inited.fill_(True)
+        elif isinstance(m, DenseNet5):
+            rnd(m.conv5.weight, 2e-3)
+            rnd(m.conv5.bias, 0.01)
+    return model.eval()
+
+
+def write_hcflow_fixtures(steps: int = 200) -> None:
+    for seed, (kind, path) in enumerate(HCFLOW_OUT.items()):
+        model = make_hcflow_fixture(kind, seed)
+        if steps:
+            train_hcflow_fixture(model, kind, steps)
+        save_safetensors(model, path, extra={"fixture": "tests/make_fixture.py --hcflow", "seed": seed,
+                                             "train_steps": steps})
+        print(f"{path} ({path.stat().st_size / 1e6:.2f} MB)")
 
 
 def build_config(steps: int, enc_steps: int, run_dir: str) -> TrainConfig:
@@ -80,7 +167,13 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1, help="torch threads (more than the free cores is very slow)")
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     ap.add_argument("--eval-only", action="store_true")
+    ap.add_argument("--hcflow", action="store_true", help="write the two HCFlow fixtures and stop")
+    ap.add_argument("--hcflow-steps", type=int, default=200, help="training steps of each HCFlow fixture")
     a = ap.parse_args(argv)
+    if a.hcflow:
+        torch.set_num_threads(1)
+        write_hcflow_fixtures(a.hcflow_steps)
+        return
     torch.set_num_threads(a.threads)
     out = Path(a.out)
     if not a.eval_only:

@@ -16,7 +16,7 @@ from app_testing import (TRAINED, brush_layer, client, editor_value, example_pho
 ENDPOINTS = ["/load_image", "/load_example", "/set_model", "/generate", "/pick", "/resample_region",
              "/take_region", "/normalize", "/transfer", "/style_transfer", "/restore", "/undo", "/redo",
              "/download_png", "/download_session", "/upload_session", "/info", "/use_hr",
-             "/set_lr_projection"]
+             "/set_lr_projection", "/rescale", "/compare"]
 
 # brushed box in the top-left corner of a 128×128 result; "far" = the opposite corner
 BOX = (8, 8, 40, 40)

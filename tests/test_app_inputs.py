@@ -395,6 +395,9 @@ def test_launch_args():
     a = launch.parse_args(["--model", "a.safetensors,b.safetensors", "--model", "c.pth", "--config", "c.yml"])
     assert [p.name for p in launch.model_paths(a)] == ["a.safetensors", "b.safetensors", "c.pth"]
     assert (a.host, a.port, a.max_side, a.queue_size, a.concurrency) == ("127.0.0.1", 7860, 256, 16, 1)
-    assert [p.name for p in launch.model_paths(launch.parse_args([]))] == ["studio_4x.safetensors"]
+    from app.models import SHIPPED
+    # no --model: the shipped SRFlow model, then the shipped HCFlow files that exist
+    assert [p.name for p in launch.model_paths(launch.parse_args([]))] == (
+        ["studio_4x.safetensors"] + [p.name for n, p in SHIPPED.items() if n != "studio_4x" and p.is_file()])
     with pytest.raises(SystemExit):
         launch.parse_args(["--max-side", "0"])
