@@ -425,7 +425,7 @@ class InvConv1x1(nn.Module):
             return torch.linalg.slogdet(w)[1]
         # no autograd: reuse the value while the weight is unchanged (decoding calls
         # this once per step and sample)
-        key = (w.data_ptr(), w._version, w.device, w.dtype)
+        key = (w.data_ptr(), None if w.is_inference() else w._version, w.device, w.dtype)
         hit = self.__dict__.get("_logdet_cache")
         if hit is None or hit[0] != key:
             hit = (key, torch.linalg.slogdet(w.detach())[1])
@@ -436,7 +436,8 @@ class InvConv1x1(nn.Module):
         w = self.matrix()
         if torch.is_grad_enabled() and w.requires_grad:
             return torch.inverse(w.double()).to(w.dtype)
-        key = (w.data_ptr(), w._version if not self.lu else None, w.device)
+        # (inference tensors, e.g. a model built under inference_mode, have no version counter)
+        key = (w.data_ptr(), w._version if not (self.lu or w.is_inference()) else None, w.device)
         if self.lu or self._inv_cache is None or self._inv_cache[0] != key:
             inv = torch.inverse(w.detach().double()).to(w.dtype)
             self._inv_cache = (key, inv)

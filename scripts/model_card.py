@@ -1,10 +1,17 @@
-"""Measure the shipped model on the held-out photos and (re)write its model card.
+"""Measure a shipped model on the held-out photos and (re)write its model-card files.
 
     .venv/bin/python scripts/model_card.py [--model assets/studio_4x.safetensors] [--log runs/studio_4x/log.jsonl]
+    .venv/bin/python scripts/model_card.py --model assets/hcflow_sr_4x.safetensors \
+        --log runs/hcflow_sr_4x/log.jsonl --out assets/model_card_hcflow_sr --tau 0.8
+    .venv/bin/python scripts/model_card.py --model assets/hcflow_rescaling_4x.safetensors \
+        --log runs/hcflow_rescaling_4x/log.jsonl --out assets/model_card_hcflow_rescaling
 
-Writes assets/model_card/{metrics.json, training_curve.png, samples.png, training_log.csv}
-and assets/MODEL_CARD.md.  Metrics follow docs of flow.metrics (RGB, no shave; LR-PSNR is
-the NTIRE definition, PSNR(D(sr), D(gt))).
+Writes OUT/{metrics.json, training_curve.png, samples.png, training_log.csv} (OUT defaults
+to assets/model_card); the numbers are then quoted in the MODEL_CARD*.md files.  Metrics
+follow flow.metrics (RGB, no shave; LR-PSNR is the NTIRE definition, PSNR(D(sr), D(gt)),
+which equals the consistency PSNR(D(sr), LR) here since the LR is D(gt)).  A rescaling
+model is measured by its round trip (flow downscale -> 8-bit -> flow upscale at tau 0)
+against bicubic downscale -> the shipped SRFlow at tau 0.
 """
 from __future__ import annotations
 
@@ -81,7 +88,73 @@ def timing(model, size=128, repeats=3) -> dict:
             "threads": torch.get_num_threads()}
 
 
-def figure(model, hr: np.ndarray, path: Path):
+@torch.inference_mode()
+def measure_rescaling(model, sr_model, images: dict) -> dict:
+    s = model.scale
+    rows = {}
+    for name, hr in images.items():
+        hr_t = to_tensor(hr)[None]
+        lr_flow, rec = model.rescale_roundtrip(hr_t)
+        lr_bic = make_lr(hr, s)
+        sr_bic = to_u8(sr_model.sample(sr_model.encode_condition(to_tensor(lr_bic)[None]), 0.0, seed=0)[0])
+        rows[name] = {
+            "size": list(hr.shape[:2]),
+            "psnr_rescale": psnr(to_u8(rec[0]), hr), "ssim_rescale": ssim(to_u8(rec[0]), hr),
+            "psnr_bicubic_srflow_t0": psnr(sr_bic, hr),
+            "psnr_bicubic_up": psnr(imresize(lr_bic, float(s)), hr),
+            "psnr_lr_vs_bicubic": psnr(to_u8(lr_flow[0]), lr_bic),
+        }
+    keys = next(iter(rows.values())).keys() - {"size"}
+    mean = {k: float(np.mean([r[k] for r in rows.values()])) for k in keys}
+    mean["gain_over_srflow"] = mean["psnr_rescale"] - mean["psnr_bicubic_srflow_t0"]
+    return {"per_image": rows, "mean": mean}
+
+
+def figure_rescaling(model, hr: np.ndarray, path: Path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lr_flow, rec = model.rescale_roundtrip(to_tensor(hr)[None])
+    lr_bic = make_lr(hr, model.scale)
+    panels = [("bicubic LR", lr_bic), ("flow LR", to_u8(lr_flow[0])), ("bicubic up", imresize(lr_bic, 4.0)),
+              ("reconstruction", to_u8(rec[0])), ("ground truth", hr)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.3))
+    for ax, (title, im) in zip(axes, panels):
+        ax.imshow(im, interpolation="nearest")
+        ax.set_title(title, fontsize=10)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def curve_rescaling(log_path: Path, path: Path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    recs = [json.loads(l) for l in open(log_path)]
+    tr = [r for r in recs if r["kind"] == "train"]
+    val = [r for r in recs if r["kind"] == "val"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for k in ("hr_l1", "lr_l2"):
+        axes[0].plot([r["step"] for r in tr if k in r], [r[k] for r in tr if k in r], lw=0.6, label=k)
+    axes[0].set(title="training losses", xlabel="step", yscale="log")
+    axes[0].legend(fontsize=8)
+    if val:
+        vx = [r["step"] for r in val]
+        axes[1].plot(vx, [r["psnr_rescale"] for r in val], "o-", label="round trip")
+        axes[1].plot(vx, [r["psnr_bicubic"] for r in val], "--", label="bicubic down/up")
+        axes[1].plot(vx, [r["psnr_lr_vs_bicubic"] for r in val], "s-", label="flow LR vs bicubic LR")
+        axes[1].legend(fontsize=8)
+    axes[1].set(title="validation PSNR (128² crops)", xlabel="step", ylabel="dB")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def figure(model, hr: np.ndarray, path: Path, tau: float = 0.9):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -91,9 +164,9 @@ def figure(model, hr: np.ndarray, path: Path):
     with torch.inference_mode():
         cond = model.encode_condition(to_tensor(lr)[None])
         sr0 = to_u8(model.sample(cond, 0.0, seed=0)[0])
-        samples = [to_u8(x) for x in model.sample(cond, 0.9, seed=7, n=3)]
+        samples = [to_u8(x) for x in model.sample(cond, tau, seed=7, n=3)]
     panels = [("bicubic", imresize(lr, float(s))), ("τ = 0", sr0)] + \
-             [(f"τ = 0.9 (seed {7 + k})", x) for k, x in enumerate(samples)] + [("ground truth", hr)]
+             [(f"τ = {tau} (seed {7 + k})", x) for k, x in enumerate(samples)] + [("ground truth", hr)]
     fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.3))
     for ax, (title, im) in zip(axes, panels):
         ax.imshow(im)
@@ -147,26 +220,44 @@ def main(argv=None):
     ap.add_argument("--model", default=str(ROOT / "assets" / "studio_4x.safetensors"))
     ap.add_argument("--log", default=str(ROOT / "runs" / "studio_4x" / "log.jsonl"))
     ap.add_argument("--full", action="store_true", help="also measure the whole held-out photos")
+    ap.add_argument("--out", default=str(OUT), help="output folder")
+    ap.add_argument("--tau", type=float, default=0.9, help="sampling temperature of the diversity/LR metrics")
+    ap.add_argument("--sr-model", default=str(ROOT / "assets" / "studio_4x.safetensors"),
+                    help="rescaling only: the SR model of the bicubic baseline")
     a = ap.parse_args(argv)
-    OUT.mkdir(parents=True, exist_ok=True)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
     model = load_model(a.model, device="cpu")
     meta = model.meta
     res = {"model": Path(a.model).name, "train_step": json.loads(meta.get("train_step", "0")),
            "train_seconds": json.loads(meta.get("train_seconds", "0")),
            "parameters": sum(p.numel() for p in model.parameters()),
-           "crops256": measure(model, heldout_images(HELDOUT[:4], crop=256)),
-           "timing": timing(model), "torch": torch.__version__, "machine": platform.machine()}
+           "torch": torch.__version__, "machine": platform.machine()}
+    if getattr(model.cfg, "kind", "sr") == "rescaling":
+        res["crops256"] = measure_rescaling(model, load_model(a.sr_model, device="cpu"),
+                                            heldout_images(HELDOUT[:4], crop=256))
+        if a.full:
+            res["full"] = measure_rescaling(model, load_model(a.sr_model, device="cpu"),
+                                            heldout_images(HELDOUT, crop=None))
+        (out / "metrics.json").write_text(json.dumps(res, indent=1))
+        figure_rescaling(model, heldout_images(["chelsea"], crop=128)["chelsea"], out / "samples.png")
+        if Path(a.log).exists():
+            curve_rescaling(Path(a.log), out / "training_curve.png")
+        print(json.dumps(res["crops256"]["mean"], indent=1))
+        return
+    res["crops256"] = measure(model, heldout_images(HELDOUT[:4], crop=256), tau=a.tau)
+    res["timing"] = timing(model)
     if a.full:
-        res["full"] = measure(model, heldout_images(HELDOUT, crop=None), n_samples=3)
-    (OUT / "metrics.json").write_text(json.dumps(res, indent=1))
-    figure(model, heldout_images(["chelsea"], crop=128)["chelsea"], OUT / "samples.png")
+        res["full"] = measure(model, heldout_images(HELDOUT, crop=None), n_samples=3, tau=a.tau)
+    (out / "metrics.json").write_text(json.dumps(res, indent=1))
+    figure(model, heldout_images(["chelsea"], crop=128)["chelsea"], out / "samples.png", tau=a.tau)
     if Path(a.log).exists():
-        curve(Path(a.log), OUT / "training_curve.png")
+        curve(Path(a.log), out / "training_curve.png")
         import csv
         recs = [json.loads(l) for l in open(a.log)]
         cols = ["kind", "stage", "step", "loss", "l1", "lr", "step_time", "elapsed", "psnr_t0", "psnr_bicubic",
                 "lr_psnr_t09", "psnr_t09", "nll_bpd"]
-        with open(OUT / "training_log.csv", "w", newline="") as f:
+        with open(out / "training_log.csv", "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(cols)
             for r in recs:
