@@ -37,7 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .layers import ActNorm, ConvNorm, InvConv1x1, ZeroConv, squeeze2d, unsqueeze2d
-from .model import NLL, Condition, Latents
+from .model import NLL, Condition, FlowSampler, Latents
 from .rrdb import RRDB
 
 #: the coupling's bounded log-scale: ``ATAN_K * atan(2 s)`` (the literal 0.318, not 1/pi)
@@ -449,7 +449,7 @@ class HCFlowNet(nn.Module):
         return x
 
 
-class HCFlow(nn.Module):
+class HCFlow(FlowSampler, nn.Module):
     """HCFlow SR or rescaling, with the same interface as :class:`flow.model.SRFlow`
     (``encode_condition``, ``encode``, ``decode``, ``draw_latents``, ``sample``,
     ``nll``) plus ``downscale``/``upscale`` for rescaling."""
@@ -464,10 +464,6 @@ class HCFlow(nn.Module):
         self.freeze_encoder = False
 
     # -- geometry ----------------------------------------------------------
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
-
     @property
     def latent_strides(self) -> list[int]:
         return [2 ** (l + 1) for l in range(self.cfg.L)]
@@ -496,9 +492,6 @@ class HCFlow(nn.Module):
         c = self.flow.cond_flow(top).features(lr)
         return Condition(lr_shape=(h, w), pad=(0, 0), features={"lr": lr, top: c}, batch=lr.shape[0],
                          hr_size=(h * self.scale, w * self.scale))
-
-    def _cond(self, lr_or_cond) -> Condition:
-        return lr_or_cond if isinstance(lr_or_cond, Condition) else self.encode_condition(lr_or_cond)
 
     # -- directions ----------------------------------------------------------
     def encode_levels(self, hr: torch.Tensor, dequantize: bool = False, quant: int | None = None,
@@ -614,15 +607,6 @@ class HCFlow(nn.Module):
         dev, dtype = self.device, next(self.parameters()).dtype
         levels = [torch.cat([p[i] for p in per]).to(dev, dtype) for i in range(self.cfg.L)]
         return Latents(levels, self.latent_strides, (H, W))
-
-    @torch.inference_mode()
-    def sample(self, lr, temperature: float = 0.8, seed: int = 0, n: int = 1, return_latents: bool = False):
-        cond = self._cond(lr)
-        if cond.batch != 1:
-            raise ValueError("sample() takes a single LR image; loop over a batch")
-        lat = self.draw_latents(cond, temperature, seed, n)
-        sr = self.decode(cond, lat)
-        return (sr, lat) if return_latents else sr
 
     # -- rescaling -----------------------------------------------------------
     @torch.no_grad()

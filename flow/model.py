@@ -252,7 +252,30 @@ class FlowNet(nn.Module):
         return x, logdet
 
 
-class SRFlow(nn.Module):
+class FlowSampler:
+    """What SRFlow and HCFlow share on top of their own ``encode_condition``,
+    ``draw_latents`` and ``decode``."""
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def _cond(self, lr_or_cond) -> Condition:
+        return lr_or_cond if isinstance(lr_or_cond, Condition) else self.encode_condition(lr_or_cond)
+
+    @torch.inference_mode()
+    def sample(self, lr, temperature: float = 0.8, seed: int = 0, n: int = 1,
+               return_latents: bool = False):
+        """``n`` SR samples of one LR image (or of a Condition); reproducible per seed."""
+        cond = self._cond(lr)
+        if cond.batch != 1:
+            raise ValueError("sample() takes a single LR image; loop over a batch")
+        lat = self.draw_latents(cond, temperature, seed, n)
+        sr = self.decode(cond, lat)
+        return (sr, lat) if return_latents else sr
+
+
+class SRFlow(FlowSampler, nn.Module):
     """SRFlow (and the SRFlow-DA variants): ``RRDB`` encoder + ``flowUpsamplerNet``."""
 
     def __init__(self, cfg: ModelConfig):
@@ -265,10 +288,6 @@ class SRFlow(nn.Module):
         self.freeze_encoder = False   # when True, encoder features are computed without grad
 
     # -- helpers ---------------------------------------------------------
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
-
     @property
     def latent_strides(self) -> list[int]:
         return list(self.flowUpsamplerNet.latent_strides)
@@ -326,9 +345,6 @@ class SRFlow(nn.Module):
             with torch.no_grad():
                 self.flowUpsamplerNet.build_caches(cond)
         return cond
-
-    def _cond(self, lr_or_cond) -> Condition:
-        return lr_or_cond if isinstance(lr_or_cond, Condition) else self.encode_condition(lr_or_cond)
 
     # -- directions --------------------------------------------------------
     def encode(self, hr: torch.Tensor, lr, dequantize: bool = False, quant: int = 32,
@@ -407,17 +423,6 @@ class SRFlow(nn.Module):
         dev, dtype = self.device, next(self.parameters()).dtype
         levels = [torch.cat([p[i] for p in per]).to(dev, dtype) for i in range(len(shapes))]
         return Latents(levels, self.latent_strides, (H, W))
-
-    @torch.inference_mode()
-    def sample(self, lr, temperature: float = 0.8, seed: int = 0, n: int = 1,
-               return_latents: bool = False):
-        """``n`` SR samples of one LR image (or of a Condition); reproducible per seed."""
-        cond = self._cond(lr)
-        if cond.batch != 1:
-            raise ValueError("sample() takes a single LR image; loop over a batch")
-        lat = self.draw_latents(cond, temperature, seed, n)
-        sr = self.decode(cond, lat)
-        return (sr, lat) if return_latents else sr
 
     def forward(self, hr, lr, quant: int = 32, weight_l1: float = 0.0, l1_batch: int = 0, generator=None):
         """Training objective: ``(loss, bits_per_dim, l1)`` where loss = mean NLL in

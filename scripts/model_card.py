@@ -88,6 +88,22 @@ def timing(model, size=128, repeats=3) -> dict:
             "threads": torch.get_num_threads()}
 
 
+def save_panels(panels, path: Path, **imshow):
+    """One row of titled images."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.3))
+    for ax, (title, im) in zip(axes, panels):
+        ax.imshow(im, **imshow)
+        ax.set_title(title, fontsize=10)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 @torch.inference_mode()
 def measure_rescaling(model, sr_model, images: dict) -> dict:
     s = model.scale
@@ -111,22 +127,11 @@ def measure_rescaling(model, sr_model, images: dict) -> dict:
 
 
 def figure_rescaling(model, hr: np.ndarray, path: Path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     lr_flow, rec = model.rescale_roundtrip(to_tensor(hr)[None])
     lr_bic = make_lr(hr, model.scale)
     panels = [("bicubic LR", lr_bic), ("flow LR", to_u8(lr_flow[0])), ("bicubic up", imresize(lr_bic, 4.0)),
               ("reconstruction", to_u8(rec[0])), ("ground truth", hr)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.3))
-    for ax, (title, im) in zip(axes, panels):
-        ax.imshow(im, interpolation="nearest")
-        ax.set_title(title, fontsize=10)
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_panels(panels, path, interpolation="nearest")
 
 
 def curve_rescaling(log_path: Path, path: Path):
@@ -155,10 +160,6 @@ def curve_rescaling(log_path: Path, path: Path):
 
 
 def figure(model, hr: np.ndarray, path: Path, tau: float = 0.9):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     s = model.scale
     lr = make_lr(hr, s)
     with torch.inference_mode():
@@ -167,14 +168,7 @@ def figure(model, hr: np.ndarray, path: Path, tau: float = 0.9):
         samples = [to_u8(x) for x in model.sample(cond, tau, seed=7, n=3)]
     panels = [("bicubic", imresize(lr, float(s))), ("τ = 0", sr0)] + \
              [(f"τ = {tau} (seed {7 + k})", x) for k, x in enumerate(samples)] + [("ground truth", hr)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.3))
-    for ax, (title, im) in zip(axes, panels):
-        ax.imshow(im)
-        ax.set_title(title, fontsize=10)
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_panels(panels, path)
 
 
 def curve(log_path: Path, path: Path):
