@@ -56,9 +56,9 @@ FULL_DECODE_FRACTION = 0.6
 #: before the margin is doubled (see EditSession._decode_edit).
 SEAM_TOLERANCE = 0.5 / 255
 #: Told with every region edit of a model without a local decode (HCFlow).
-GLOBAL_EDIT_NOTE = ("this model (HCFlow) re-decodes the whole image for a region edit: only its finest "
-                    "latent level is local, the coarser latents under the mask change the image everywhere "
-                    "(mostly slightly)")
+GLOBAL_EDIT_NOTE = ("this model (HCFlow) has no local decode: a region edit re-decodes the whole image; only "
+                    "its finest latent level acts locally, the coarser latents under the mask also change "
+                    "pixels around it (in principle anywhere in the image)")
 
 
 class SessionFileError(ValueError):

@@ -842,7 +842,7 @@ def build_demo(models: dict, max_side: int = 256, queue_size: int = 16, concurre
     with gr.Blocks(title="SRFlow Studio", analytics_enabled=False, delete_cache=delete_cache) as demo:
         tab = gr.State(None, time_to_live=6 * 3600)
         gr.Markdown("# SRFlow Studio\nExplorable super-resolution: sample, brush, transfer and restore "
-                    "in SRFlow's latent space. Every result stays consistent with the LR input "
+                    "in the latent space of SRFlow and HCFlow models; rescale with HCFlow. Every result stays consistent with the LR input "
                     f"(LR-PSNR). Inputs are limited to {max_side} px on the LR's longest side.")
         with gr.Row():
             status = gr.Textbox(label="Status", lines=3, max_lines=8, interactive=False, elem_id="status",
@@ -917,8 +917,8 @@ def build_demo(models: dict, max_side: int = 256, queue_size: int = 16, concurre
                             "new variant) or **Take region from sample k** (k = position in the gallery, "
                             "0 = first; clicking a gallery sample sets it). With an **HCFlow** model every "
                             "region edit re-decodes the whole image: only its finest latent level is local, "
-                            "the coarser latents under the brush also change the rest of the image (mostly "
-                            "slightly); SRFlow edits stay local.", elem_id="brush_info")
+                            "the coarser latents under the brush also change pixels around it (in principle "
+                            "anywhere); SRFlow decodes a window and leaves the rest untouched.", elem_id="brush_info")
                 with gr.Row():
                     editor = gr.ImageEditor(type="numpy", image_mode="RGBA", label="Brush",
                                             brush=gr.Brush(default_size=12, colors=[("#ff3b6b", 0.5)],

@@ -3,7 +3,9 @@
 Upload a photo, generate samples, paint a brush stroke with the mouse on the
 ImageEditor canvas, click "Resample region", check that the result changed where
 it was painted (and only there), and save a full-page screenshot to
-docs/screenshot.png.  No browser download: Playwright drives the system Chromium.
+docs/screenshot.png.  Then switch to the HCFlow SR fixture in the model dropdown and
+generate with it, and rescale a photo in the Rescale tab (HCFlow rescaling fixture).
+No browser download: Playwright drives the system Chromium.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app_testing import ROOT, TRAINED, example_photo, read, running_app, tiny_model_path
+from app_testing import HC_RESC, HC_SR, ROOT, TRAINED, example_photo, read, running_app, tiny_model_path
 
 CHROMIUM = "/usr/bin/chromium"
 SHIPPED = ROOT / "assets" / "studio_4x.safetensors"
@@ -66,9 +68,13 @@ def _fetch(page, url: str, path: Path) -> np.ndarray:
 def test_upload_generate_paint_resample(tmp_path):
     from playwright.sync_api import sync_playwright
 
+    import flow
+
     name, model = _model(tmp_path)
+    models = {name: model, "hcflow_sr": flow.load_model(HC_SR, device="cpu"),
+              "hcflow_rescaling": flow.load_model(HC_RESC, device="cpu")}
     outside: list[str] = []
-    with running_app({name: model}, max_side=64) as demo, sync_playwright() as p:
+    with running_app(models, max_side=64) as demo, sync_playwright() as p:
         base = demo.local_url.rstrip("/")
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
         try:
@@ -141,6 +147,31 @@ def test_upload_generate_paint_resample(tmp_path):
             page.wait_for_timeout(800)
             SCREENSHOT.parent.mkdir(exist_ok=True)
             page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+            # 6. switch to the HCFlow SR model (the input is re-encoded) and generate with it
+            page.get_by_role("tab", name=re.compile("Input")).click()
+            page.locator("#model input").click()
+            page.get_by_role("option", name=re.compile("hcflow_sr · HCFlow")).click()
+            st = _wait_status(page, "^loaded the same input again.*hcflow_sr")
+            assert "HCFlow model" in st
+            page.get_by_role("tab", name=re.compile("Explore")).click()
+            old_src = _img_src(page, "current")
+            page.click("#generate")
+            st = _wait_status(page, "^sampled 4 image")
+            page.wait_for_function("(old) => { const i = document.querySelector('#current img');"
+                                   " return i && i.getAttribute('src') !== old; }", arg=old_src)
+            hc = _fetch(page, _img_src(page, "current"), tmp_path / "hc.png")
+            assert hc.shape == (128, 128, 3) and not np.array_equal(hc, after)
+
+            # 7. the Rescale tab: the rescaling fixture is preselected; rescale a photo
+            page.get_by_role("tab", name=re.compile("Rescale")).click()
+            assert "hcflow_rescaling" in page.locator("#rescale_model input").input_value()
+            page.set_input_files("#rescale_upload input[type=file]", str(example_photo("rocket")))
+            page.locator("#rescale_upload").get_by_text("rocket.png").first.wait_for(timeout=30_000)
+            page.click("#rescale_btn")
+            st = _wait_status(page, "^rescaled a 128×128 photo with hcflow_rescaling")
+            assert "reconstruction vs HR: PSNR" in st
+            page.locator("#rescale_rec img").first.wait_for(timeout=30_000)
         finally:
             browser.close()
     assert SCREENSHOT.stat().st_size > 20_000
