@@ -68,33 +68,36 @@ REFERENCE = {"encoder_s": 0.46, "sample_s": 1.4, "peak_rss_gb": 0.7}
 # ----------------------------------------------------------------------------
 
 @torch.no_grad()
-def randomize_mildly(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Give the zero-initialised parts (coupling/split output convs, ActNorms) small random
-    values so that every coupling, injector and prior does real work.  Invertible 1x1
-    convs are left alone (random orthogonal already)."""
-    from .layers import ActNorm, ZeroConv
+def randomize_mildly(model: torch.nn.Module, seed: int = 0, weight_std: float = 1e-3,
+                     logs_std: float = 0.05) -> torch.nn.Module:
+    """Give the zero-initialised parts (coupling/split/prior output convs, ActNorms, HCFlow's
+    DenseBlock output convs) small random values so that every coupling, injector and
+    prior does real work.  Invertible 1x1 convs are left alone (random orthogonal already)."""
+    from .hcflow import DenseNet5
+    from .layers import ActNorm, FlowStep, ZeroConv
 
     g = torch.Generator().manual_seed(seed)
 
     def rnd(t, std):
         t.copy_(torch.randn(t.shape, generator=g, dtype=torch.float64).to(t.dtype) * std)
 
-    from .layers import FlowStep
-
     flow_norms = {id(m.actnorm) for m in model.modules() if isinstance(m, FlowStep)}
     for m in model.modules():
         if isinstance(m, ZeroConv):
-            rnd(m.weight, 1e-3)
+            rnd(m.weight, weight_std)
             rnd(m.bias, 0.05)
-            rnd(m.logs, 0.05)
+            rnd(m.logs, logs_std)
         elif isinstance(m, ActNorm):
             rnd(m.bias, 0.05)
             rnd(m.logs, 0.05)
             if id(m) in flow_norms:
-                # expand a little, as trained flows do, against the couplings' sigmoid(.+2)
+                # expand a little, as trained SRFlows do, against the couplings' sigmoid(.+2)
                 # contraction, so that random-weight decodes stay finite
                 m.logs.add_(0.15)
             m.inited.fill_(True)
+        elif isinstance(m, DenseNet5):
+            rnd(m.conv5.weight, weight_std)
+            rnd(m.conv5.bias, 0.01)
     return model
 
 

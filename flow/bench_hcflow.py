@@ -24,27 +24,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@torch.no_grad()
-def _mild(model, seed=0):
-    from .layers import ActNorm, ZeroConv
-
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, ZeroConv):
-            for t, std in ((m.weight, 1e-3), (m.bias, 0.05), (m.logs, 0.05)):
-                t.copy_(torch.randn(t.shape, generator=g) * std)
-        elif isinstance(m, ActNorm):
-            m.inited.fill_(True)
-    return model.eval()
-
-
 def _models(kind: str):
+    from .bench import randomize_mildly
     from .checkpoint import load_model
     from .hcflow import HC_PRESETS, HCFlow
 
     official = "hcflow_sr_df2k_4x" if kind == "sr" else "hcflow_rescaling_df2k_4x"
     torch.manual_seed(0)
-    out = [(official, "random weights", _mild(HCFlow(HC_PRESETS[official])))]
+    out = [(official, "random weights", randomize_mildly(HCFlow(HC_PRESETS[official])).eval())]
     shipped = ROOT / "assets" / f"hcflow_{kind}_4x.safetensors"
     if shipped.is_file():
         out.append((shipped.stem, "shipped weights", load_model(shipped, device="cpu")))

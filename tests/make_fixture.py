@@ -90,29 +90,12 @@ def train_hcflow_fixture(model, kind: str, steps: int, seed: int = 0):
 @torch.no_grad()
 def make_hcflow_fixture(kind: str, seed: int = 0):
     """A deterministic, perturbed random HCFlow model (see the module docstring)."""
-    from flow.hcflow import DenseNet5, HCFlow
-    from flow.layers import ActNorm, ZeroConv
+    from flow.bench import randomize_mildly
+    from flow.hcflow import HCFlow
 
     torch.manual_seed(seed)
     model = HCFlow(hcflow_fixture_config(kind))
-    g = torch.Generator().manual_seed(seed + 1)
-
-    def rnd(t, std):
-        t.copy_(torch.randn(t.shape, generator=g, dtype=torch.float64).to(t.dtype) * std)
-
-    for m in model.modules():
-        if isinstance(m, ZeroConv):
-            rnd(m.weight, 2e-3)
-            rnd(m.bias, 0.05)
-            rnd(m.logs, 0.02)
-        elif isinstance(m, ActNorm):
-            rnd(m.bias, 0.05)
-            rnd(m.logs, 0.05)
-            m.inited.fill_(True)
-        elif isinstance(m, DenseNet5):
-            rnd(m.conv5.weight, 2e-3)
-            rnd(m.conv5.bias, 0.01)
-    return model.eval()
+    return randomize_mildly(model, seed + 1, weight_std=2e-3, logs_std=0.02).eval()
 
 
 def write_hcflow_fixtures(steps: int = 200) -> None:
