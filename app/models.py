@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from flow.editing import supports_region
+
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "assets"
 
@@ -45,10 +47,6 @@ def family(model) -> str:
 def kind(model) -> str:
     """``"rescaling"`` or ``"sr"`` (from the model's config)."""
     return "rescaling" if getattr(model.cfg, "kind", "sr") == "rescaling" else "sr"
-
-
-def supports_region(model) -> bool:
-    return bool(getattr(model, "supports_region", True))
 
 
 @dataclass(frozen=True)

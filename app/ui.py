@@ -49,6 +49,7 @@ from PIL import Image  # noqa: E402
 from app.images import MAX_BYTES, ImageInputError, fit_max_side, load_rgb  # noqa: E402
 from app.models import describe  # noqa: E402
 from app.models import family as _family  # noqa: E402
+from flow.editing import supports_region  # noqa: E402
 
 log = logging.getLogger("srflow.ui")
 
@@ -744,7 +745,7 @@ class Studio:
         s = tab.session
         return {
             "loaded": True, "model": tab.model_name, "scale": int(s.scale),
-            "family": _family(s.model), "local_edits": bool(getattr(s.model, "supports_region", True)),
+            "family": _family(s.model), "local_edits": supports_region(s.model),
             "lr_size": [int(s.lr.shape[0]), int(s.lr.shape[1])],
             "hr_size": None if s.current is None else [int(s.current.shape[0]), int(s.current.shape[1])],
             "ground_truth": s.hr is not None, "can_undo": bool(s.can_undo), "can_redo": bool(s.can_redo),
