@@ -104,3 +104,29 @@ def editor_value(background_path, layer_paths):
 
 def example_photo(name="chelsea_cat") -> Path:
     return EXAMPLES / f"{name}.png"
+
+
+def photo_crops(side: int, names=("astro", "coffee", "cat")) -> dict:
+    """side x side HR crops of held-out photos (fixed offsets) for session tests."""
+    from flow.data import heldout_images
+
+    where = {"astro": ("astronaut", 40, 150), "coffee": ("coffee", 100, 200), "cat": ("chelsea", 20, 100)}
+    ims = heldout_images(tuple(where[n][0] for n in names), crop=None)
+    return {n: ims[where[n][0]][where[n][1]:where[n][1] + side, where[n][2]:where[n][2] + side].copy()
+            for n in names}
+
+
+def square(shape, y0, x0, n) -> np.ndarray:
+    """A boolean mask of ``shape`` with an n x n square at (y0, x0)."""
+    m = np.zeros(shape, bool)
+    m[y0:y0 + n, x0:x0 + n] = True
+    return m
+
+
+def full_decode(s) -> np.ndarray:
+    """The full-image float decode of an EditSession's current latents (H, W, 3)."""
+    import torch
+
+    with torch.no_grad():
+        return s.model.decode(s.cond, s.latents)[0].permute(1, 2, 0).numpy()
+

@@ -16,9 +16,11 @@ from flow import editing as E  # noqa: E402
 from flow.bench_editing import mild_random  # noqa: E402
 from flow.checkpoint import load_model  # noqa: E402
 from flow.config import preset  # noqa: E402
-from flow.data import heldout_images, make_lr  # noqa: E402
+from flow.data import make_lr  # noqa: E402
 from flow.metrics import lr_psnr  # noqa: E402
 from flow.model import SRFlow  # noqa: E402
+
+from app_testing import full_decode, photo_crops, square  # noqa: E402
 
 torch.set_num_threads(1)
 S = 256
@@ -32,11 +34,8 @@ def model():
 
 @pytest.fixture(scope="module")
 def photos():
-    ims = heldout_images(("astronaut", "coffee", "chelsea"), crop=None)
     # S x S HR crops (S/4 LR): small masks use the windowed decode
-    return {"astro": ims["astronaut"][40:40 + S, 150:150 + S].copy(),
-            "coffee": ims["coffee"][100:100 + S, 200:200 + S].copy(),
-            "cat": ims["chelsea"][20:20 + S, 100:100 + S].copy()}
+    return photo_crops(S)
 
 
 @pytest.fixture
@@ -44,17 +43,6 @@ def session(model, photos):
     s = EditSession.from_hr(model, photos["astro"])
     s.generate(temperature=0.8, seed=0, n=3)
     return s
-
-
-def square(shape, y0, x0, n):
-    m = np.zeros(shape, bool)
-    m[y0:y0 + n, x0:x0 + n] = True
-    return m
-
-
-def full_decode(s: EditSession) -> np.ndarray:
-    with torch.no_grad():
-        return s.model.decode(s.cond, s.latents)[0].permute(1, 2, 0).numpy()
 
 
 # ------------------------------------------------------------------------- basics

@@ -18,9 +18,11 @@ from app.models import describe  # noqa: E402
 from app.session import GLOBAL_EDIT_NOTE, EditSession, SessionFileError  # noqa: E402
 from flow import editing as E  # noqa: E402
 from flow.checkpoint import load_model  # noqa: E402
-from flow.data import heldout_images, make_lr, to_tensor  # noqa: E402
+from flow.data import make_lr, to_tensor  # noqa: E402
 from flow.hcflow import HCFlow  # noqa: E402
 from flow.metrics import lr_psnr  # noqa: E402
+
+from app_testing import full_decode, photo_crops, square  # noqa: E402
 
 torch.set_num_threads(1)
 DATA = Path(__file__).parent / "data"
@@ -37,9 +39,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def photos():
-    ims = heldout_images(("astronaut", "coffee"), crop=None)
-    return {"astro": ims["astronaut"][40:40 + S, 150:150 + S].copy(),
-            "coffee": ims["coffee"][100:100 + S, 200:200 + S].copy()}
+    return photo_crops(S, ("astro", "coffee"))
 
 
 @pytest.fixture
@@ -47,17 +47,6 @@ def session(model, photos):
     s = EditSession.from_hr(model, photos["astro"])
     s.generate(temperature=0.8, seed=0, n=2)
     return s
-
-
-def square(y0, x0, n, shape=(S, S)):
-    m = np.zeros(shape, bool)
-    m[y0:y0 + n, x0:x0 + n] = True
-    return m
-
-
-def full_decode(s: EditSession) -> np.ndarray:
-    with torch.no_grad():
-        return s.model.decode(s.cond, s.latents)[0].permute(1, 2, 0).numpy()
 
 
 def to_u8(x: np.ndarray) -> np.ndarray:
@@ -123,7 +112,7 @@ def test_content_transfer_encodes_the_whole_image(model, photos):
     lat = model.draw_latents(cond, 0.8, 0, 1)
     pasted = photos["astro"].copy()
     pasted[40:72, 40:72] = photos["coffee"][:32, :32]
-    m = square(40, 40, 32)
+    m = square((S, S), 40, 40, 32)
     new, masks = E.content_transfer(model, cond, lat, to_tensor(pasted)[None], m, "local", 0.8, 0, 1)
     assert same_outside(new, lat, masks)
     enc, _ = model.encode(to_tensor(pasted)[None], cond)
@@ -149,7 +138,7 @@ def test_generate_and_pick(session, model, photos):
 def test_resample_region_decodes_whole_image_and_says_so(session):
     s = session
     before, lat0 = s.current.copy(), s.latents
-    m = square(8, 8, 24)
+    m = square((S, S), 8, 8, 24)
     r = s.resample_region(m, temperature=0.9, seed=5, dilation=1)
     assert "full decode" in r.changed and r.notes == [GLOBAL_EDIT_NOTE]
     assert s.log[-1]["notes"] == [GLOBAL_EDIT_NOTE]
@@ -172,7 +161,7 @@ def test_only_finest_level_edits_are_local(session):
     the coarser level reaches further (this is what the notes tell the user)."""
     s = session
     lat = s.latents
-    m = square(40, 40, 16)
+    m = square((S, S), 40, 40, 16)
     masks = E.level_masks(m, lat, dilation=0)
     with torch.no_grad():
         base = s.model.decode(s.cond, lat)[0]
@@ -190,7 +179,7 @@ def test_only_finest_level_edits_are_local(session):
 def test_take_region_and_normalize(session):
     s = session
     g1 = s.gallery[1].latents
-    m = square(48, 8, 24)
+    m = square((S, S), 48, 8, 24)
     r = s.take_region_from(1, m, dilation=0)
     masks = E.level_masks(m, s.latents, dilation=0)
     for a, b, mk in zip(s.latents.levels, g1.levels, masks):
@@ -214,7 +203,7 @@ def test_transfer_style_restore_use_hr(session, photos):
     assert r.extra["raw_lr_psnr"] == pytest.approx(lr_psnr(raw, s.lr, 4), abs=1e-6)
     r = s.style_transfer(photos["coffee"])
     assert r.notes == [] and r.extra["style_hr"].shape == (S, S, 3)
-    r2 = s.style_transfer(photos["coffee"], mask=square(0, 0, 32))
+    r2 = s.style_transfer(photos["coffee"], mask=square((S, S), 0, 0, 32))
     assert r2.notes == [GLOBAL_EDIT_NOTE]
     gen = s.generate(0.8, 3, 1)
     r = s.use_hr()
@@ -235,7 +224,7 @@ def test_transfer_style_restore_use_hr(session, photos):
 def test_undo_redo_and_session_files(session, model, tmp_path):
     s = session
     states = [s.current.copy()]
-    s.resample_region(square(0, 0, 16), 0.9, 1)
+    s.resample_region(square((S, S), 0, 0, 16), 0.9, 1)
     states.append(s.current.copy())
     s.normalize("spatial", 0.8, 2)
     states.append(s.current.copy())
@@ -249,8 +238,8 @@ def test_undo_redo_and_session_files(session, model, tmp_path):
     np.testing.assert_array_equal(t.current, s.current)
     assert t.latents.equal(s.latents) and len(t.gallery) == len(s.gallery)
     # the loaded session keeps editing, with the same result as the original
-    a = s.resample_region(square(60, 60, 16), 0.7, 9).image
-    b = t.resample_region(square(60, 60, 16), 0.7, 9).image
+    a = s.resample_region(square((S, S), 60, 60, 16), 0.7, 9).image
+    b = t.resample_region(square((S, S), 60, 60, 16), 0.7, 9).image
     np.testing.assert_array_equal(a, b)
     with pytest.raises(SessionFileError, match="another model"):
         EditSession.load(p, load_model(SRFLOW, device="cpu"))
@@ -262,5 +251,5 @@ def test_odd_lr_size(model):
     s = EditSession(model, lr)
     r = s.generate(0.5, 0, 1)
     assert r.image.shape == (52, 76, 3)
-    r = s.resample_region(square(4, 4, 9, (52, 76)), 0.8, 0)
+    r = s.resample_region(square((52, 76), 4, 4, 9), 0.8, 0)
     assert r.image.shape == (52, 76, 3)
