@@ -135,10 +135,14 @@ def test_upload_generate_paint_resample(tmp_path):
                                    " return i && i.getAttribute('src') !== old; }", arg=before_src)
             after = _fetch(page, _img_src(page, "current"), tmp_path / "after.png")
             diff = np.abs(after.astype(int) - before).max(axis=2)
-            assert diff[:64, :80].mean() > diff[96:, 96:].mean() + 1   # changed where painted ...
-            # ... and hardly anywhere far away (the API test checks locality exactly; here a random
-            # fallback model may have its non-finite guard retry a few far latents)
-            assert (diff[100:, 100:] > 2).mean() < 0.05
+            assert diff[:64, :80].mean() > diff[96:, 96:].mean() + 1, st   # changed where painted ...
+            # ... and, when the session spliced a decoded window, not at all far away (a stroke
+            # whose window, after seam-check widening, covers most of the image is decoded in
+            # full: the coarse latents' far, small effects then show too; the API and session
+            # tests check both paths exactly)
+            assert re.search(r"window|full decode", st), st
+            if "window" in st:
+                assert (diff[100:, 100:] > 2).mean() < 0.05, st
             assert not page.locator(".toast-body.error").count()
 
             # 5. the screenshot: the Explore tab with the gallery, comparison and uncertainty
