@@ -54,6 +54,14 @@ def bounded_logscale(s: torch.Tensor) -> torch.Tensor:
     return ATAN_K * torch.atan(2.0 * s)
 
 
+def quantize_8bit(y: torch.Tensor, straight_through: bool = False) -> torch.Tensor:
+    """``round(255 clamp(y, 0, 1)) / 255``; with ``straight_through`` the gradient passes
+    the rounding unchanged (as for the flow LR in the official losses)."""
+    yc = y.clamp(0, 1)
+    yq = torch.round(yc * 255) / 255
+    return yc + (yq - yc).detach() if straight_through else yq
+
+
 # ----------------------------------------------------------------------------
 # configuration
 # ----------------------------------------------------------------------------
@@ -364,13 +372,14 @@ class ConditionalFlow(nn.Module):
         rho = h[:, 1::2]
         return h[:, 0::2], (rho if self.sr else bounded_logscale(rho))
 
-    def encode(self, a, c):
-        """a_l -> (eps_l, logdet of the steps, log N(a'_l; mu, sigma)) per sample."""
+    def encode(self, a, c, prior=None):
+        """a_l -> (eps_l, logdet of the steps, log N(a'_l; mu, sigma)) per sample.
+        ``prior``: ``self.prior(c)`` when the caller has it already."""
         logdet = a.new_zeros(a.shape[0])
         for step in self.additional_flow_steps:
             a, ld = step(a, c)
             logdet = logdet + ld
-        mu, ls = self.prior(c)
+        mu, ls = self.prior(c) if prior is None else prior
         eps = (a - mu) * torch.exp(-ls)
         logn = (-0.5 * eps ** 2 - ls - 0.5 * _LOG2PI).sum(dim=(1, 2, 3))
         return eps, logdet, logn
@@ -464,7 +473,6 @@ class HCFlow(FlowSampler, nn.Module):
         self.cfg = cfg.validate()
         self.flow = HCFlowNet(cfg)
         self.scale = cfg.scale
-        self.freeze_encoder = False
 
     # -- geometry ----------------------------------------------------------
     @property
@@ -522,10 +530,10 @@ class HCFlow(FlowSampler, nn.Module):
             cf = self.flow.cond_flow(l)
             u = y if l == L - 1 else self.flow.conditioning_input(y_list[l], coarser)
             c = cf.features(u)
-            e, ld, ln = cf.encode(a_list[l], c)
+            mus[l], lss[l] = cf.prior(c)
+            e, ld, ln = cf.encode(a_list[l], c, (mus[l], lss[l]))
             logdet, logn = logdet + ld, logn + ln
             eps[l], cs[l] = e, c
-            mus[l], lss[l] = cf.prior(c)
             coarser = [c] + coarser
         return {"y": y, "eps": eps, "logdet": logdet, "logn": logn, "mu": mus, "logstd": lss, "c": cs}
 
@@ -616,8 +624,7 @@ class HCFlow(FlowSampler, nn.Module):
     def downscale(self, hr: torch.Tensor, quantize: bool = True) -> torch.Tensor:
         """The flow's own LR ``clamp(y_{L-1})`` (8-bit quantised unless told otherwise)."""
         y, _, _, _ = self.flow.main_forward(hr)
-        y = y.clamp(0, 1)
-        return torch.round(y * 255) / 255 if quantize else y
+        return quantize_8bit(y) if quantize else y.clamp(0, 1)
 
     @torch.no_grad()
     def upscale(self, lr: torch.Tensor, temperature: float = 0.0, seed: int = 0) -> torch.Tensor:
@@ -655,11 +662,8 @@ class HCFlow(FlowSampler, nn.Module):
         y = out["y"]
         l_lr = F.mse_loss(y.clamp(0, 1), lr_bicubic)
         l_z = torch.cat([e.flatten() for e in out["eps"]]).pow(2).mean()
-        yq = y.clamp(0, 1)
-        yq = yq + (torch.round(yq * 255) / 255 - yq).detach()
-        cond = Condition((yq.shape[-2], yq.shape[-1]), (0, 0),
-                         {"lr": yq, self.cfg.L - 1: self.flow.cond_flow(self.cfg.L - 1).features(yq)},
-                         batch=yq.shape[0], hr_size=tuple(hr.shape[-2:]))
+        yq = quantize_8bit(y, straight_through=True)
+        cond = self.encode_condition(yq)
         lat = self.draw_latents(cond, tau, 0 if generator is None else int(torch.randint(
             0, 2 ** 31 - 1, (1,), generator=generator)), yq.shape[0])
         rec = self.decode(cond, lat).clamp(0, 1)
@@ -672,7 +676,5 @@ class HCFlow(FlowSampler, nn.Module):
 def dirac_lr_logp(y: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
     """log N(round(255 clamp(y)) / 255; lr, e^-6) summed per sample, with a straight-through
     gradient through the rounding (the official "Dirac-LR" term)."""
-    yc = y.clamp(0, 1)
-    yq = yc + (torch.round(yc * 255) / 255 - yc).detach()
-    d = yq - lr
+    d = quantize_8bit(y, straight_through=True) - lr
     return (-DIRAC_LOGSTD - 0.5 * _LOG2PI - 0.5 * math.exp(-2 * DIRAC_LOGSTD) * d ** 2).sum(dim=(1, 2, 3))

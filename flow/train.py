@@ -185,9 +185,9 @@ def make_scheduler(opt, steps: int, milestones, gamma, start: int = 0):
 
 
 def set_encoder_trainable(model: SRFlow, trainable: bool) -> None:
-    model.freeze_encoder = not trainable
     if not hasattr(model, "RRDB"):          # HCFlow: its extractors are part of the flow
         return
+    model.freeze_encoder = not trainable
     for p in model.RRDB.parameters():
         p.requires_grad_(trainable)
 
