@@ -89,6 +89,8 @@ class RunConfig:
     val_every: int = 500
     log_every: int = 10
     export: str | None = None      # safetensors path written at each checkpoint
+    export_best: str | None = None # safetensors path written when a validation beats the best so far
+    best_metric: str | None = None # validation key to maximise (default: psnr_gain_t0, rescaling psnr_gain_rescale)
     seed: int = 0
     val_images: list[str] = field(default_factory=lambda: ["astronaut", "coffee", "chelsea", "rocket"])
     val_crop: int = 128
@@ -327,6 +329,7 @@ class Trainer:
         self.enc_step = 0
         self.skipped = 0
         self.elapsed = 0.0
+        self.best: float | None = None    # best validation value of run.best_metric so far
         self.log = RunLog(self.run_dir)
         self._build_optimizers()
         if cfg.encoder.checkpoint and not resume:
@@ -379,7 +382,7 @@ class Trainer:
         return {
             "model": self.model.state_dict(), "opt": self.opt.state_dict(), "sched": self.sched.state_dict(),
             "enc_opt": self.enc_opt.state_dict(), "stage": self.stage, "step": self.step,
-            "enc_step": self.enc_step, "skipped": self.skipped, "elapsed": self.elapsed,
+            "enc_step": self.enc_step, "skipped": self.skipped, "elapsed": self.elapsed, "best": self.best,
             "gen": self.gen.get_state(), "noise_gen": self.noise_gen.get_state(),
             "torch_rng": torch.get_rng_state(), "config": json.dumps(self.cfg.to_dict(), default=list),
         }
@@ -403,6 +406,51 @@ class Trainer:
         save_safetensors(self.model, path, extra={
             "train_step": self.step, "train_seconds": round(self.elapsed, 1),
             "train_config": json.dumps(self.cfg.to_dict(), default=list)})
+
+    @property
+    def best_metric(self) -> str:
+        if self.cfg.run.best_metric:
+            return self.cfg.run.best_metric
+        rescaling = self.hcflow and self.cfg.model.kind == "rescaling"
+        return "psnr_gain_rescale" if rescaling else "psnr_gain_t0"
+
+    def validate_and_log(self, images: dict) -> dict:
+        """Validate on the held-out crops, log it, and export to ``run.export_best`` when
+        ``run.best_metric`` beats the best so far."""
+        v = validate(self.model, images, self.cfg.model.scale, self.device)
+        v.update(kind="val", stage="flow", step=self.step, elapsed=round(self.elapsed, 1))
+        value = self._metric(v)
+        if self.cfg.run.export_best and (self.best is None or value > self.best):
+            self.export(self.cfg.run.export_best)
+            v["exported_best"] = True
+            self.best = value
+        self.log.write(v)
+        _log(f"[val {self.step}] " + ", ".join(f"{k}={v[k]:.3f}" for k in v if isinstance(v[k], float)))
+        return v
+
+    def _metric(self, v: dict) -> float:
+        if self.best_metric not in v:
+            raise KeyError(f"run.best_metric {self.best_metric!r} is not a validation key: {sorted(v)}")
+        return v[self.best_metric]
+
+    def best_baseline(self, images: dict) -> None:
+        """The bar for ``run.export_best`` when no best is known yet (a new run, or a
+        checkpoint from before): the score of the file already there, so that it is only
+        ever replaced by a better model."""
+        path = Path(self.cfg.run.export_best)
+        if self.best is not None or not path.exists():
+            return
+        from .checkpoint import load_model
+
+        m = load_model(path, device=self.device)
+        if m.cfg.to_dict() != self.cfg.model.to_dict():
+            raise ValueError(f"run.export_best {path}: architecture differs from the training config")
+        v = validate(m, images, self.cfg.model.scale, self.device)
+        v.update(kind="val", stage="flow", step=int(json.loads(getattr(m, "meta", {}).get("train_step", "0"))),
+                 baseline=str(path))
+        self.best = self._metric(v)
+        self.log.write(v)
+        _log(f"[val baseline {path}] {self.best_metric}={self.best:.3f}")
 
     def resume(self):
         latest = self.run_dir / "latest.txt"
@@ -428,6 +476,7 @@ class Trainer:
             _log(f"--resume: schedule changed ({old['steps']} -> {new.steps} steps); "
                  f"learning rate now {self.opt.param_groups[0]['lr']:g}")
         self.skipped, self.elapsed = st["skipped"], st["elapsed"]
+        self.best = st.get("best")
         self.gen.set_state(st["gen"])
         self.noise_gen.set_state(st["noise_gen"])
         torch.set_rng_state(st["torch_rng"])
@@ -525,6 +574,8 @@ class Trainer:
                 bool(m.inited) for m in self.model.modules() if hasattr(m, "inited")):
             hr, lr = self._batch(c.data.batch)
             init_actnorm(self.model, hr, lr)
+        if images and c.run.export_best:
+            self.best_baseline(images)
         t_start = time.time()
         done = 0
         enc_steps = c.encoder.pretrain_steps * (c.encoder.checkpoint is None)
@@ -568,14 +619,10 @@ class Trainer:
                         rec[k] = r[k]
                 self.log.write(rec)
                 bar.set_postfix(stage=self.stage, loss=f"{r['loss']:.3f}")
+            if images and self.stage == "flow" and step % c.run.val_every == 0:
+                self.validate_and_log(images)       # before the checkpoint, which stores the best
             if step % c.run.ckpt_every == 0:
                 self.save()
-            if images and self.stage == "flow" and step % c.run.val_every == 0:
-                v = validate(self.model, images, c.model.scale, self.device)
-                v.update(kind="val", stage="flow", step=step, elapsed=round(self.elapsed, 1))
-                self.log.write(v)
-                _log(f"[val {step}] " + ", ".join(f"{k}={v[k]:.3f}" for k in v
-                                                  if k not in ("kind", "stage", "step", "elapsed")))
         bar.close()
         self.save()
 

@@ -156,6 +156,42 @@ def test_export_reproduces_model(tmp_path):
     assert json.loads(m.meta["train_step"]) == 3
 
 
+def test_export_best_only_on_improvement(tmp_path, monkeypatch):
+    """``run.export_best`` is written exactly when the validation metric beats the best so
+    far; a run that finds the file already there first scores it (the bar it must beat);
+    the best value survives --resume."""
+    import flow.train as T
+
+    scores = iter([0.5, 0.3, 0.7, 0.6, 0.9, 0.2, 0.8, 1.0])
+    monkeypatch.setattr(T, "validate", lambda *a, **k: {"psnr_gain_t0": next(scores)})
+    cfg = _cfg(tmp_path, steps=8)
+    cfg.run.val_every, cfg.run.val_images, cfg.run.val_crop = 2, ["astronaut"], 32
+    cfg.run.ckpt_every = 2
+    best = tmp_path / "best.safetensors"
+    cfg.run.export_best = str(best)
+    tr = _trainer(cfg)
+    tr.run(max_steps=4)                          # vals at 2 (0.5: first, exported), 4 (0.3: not)
+    assert json.loads(load_model(best, device="cpu").meta["train_step"]) == 2 and tr.best == 0.5
+    tr2 = _trainer(cfg, resume=True)             # resumed: the best (0.5) comes from the checkpoint
+    assert tr2.best == 0.5
+    tr2.run()                                    # vals at 6 (0.7: exported), 8 (0.6: not)
+    assert json.loads(load_model(best, device="cpu").meta["train_step"]) == 6 and tr2.best == 0.7
+    vals = [json.loads(l) for l in open(tmp_path / "run" / "log.jsonl") if '"val"' in l]
+    assert [v["step"] for v in vals if v.get("exported_best")] == [2, 6]
+    # a new run (here --init-from it) finds the file: its score (0.9) is the bar, so 0.2 and 0.8 are not exported
+    cfg2 = _cfg(tmp_path, steps=12)
+    cfg2.run.dir = str(tmp_path / "run2")
+    cfg2.run.val_every, cfg2.run.val_images, cfg2.run.val_crop = 2, ["astronaut"], 32
+    cfg2.run.export_best = str(best)
+    tr3 = _trainer(cfg2, init_from=str(best))
+    tr3.run(max_steps=4)
+    assert tr3.best == 0.9 and json.loads(load_model(best, device="cpu").meta["train_step"]) == 6
+    tr3.run(max_steps=2)                         # 1.0 at step 12 beats it
+    assert json.loads(load_model(best, device="cpu").meta["train_step"]) == 12
+    base = [json.loads(l) for l in open(tmp_path / "run2" / "log.jsonl") if '"val"' in l][0]
+    assert base["baseline"] == str(best) and base["step"] == 6
+
+
 def test_bad_data_folders(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         CropSampler.from_dirs([tmp_path / "nope"], 32, 4)
