@@ -53,6 +53,22 @@ def _wait_status(page, pattern: str, timeout=60_000):
     return _status(page)
 
 
+def _upload(page, elem_id: str, path: Path, tries: int = 3) -> None:
+    """Set a file on an upload component and wait until it shows the file name.  Under
+    load the component may still be hydrating (or re-rendering after a tab switch) when
+    the file is set, and that first file is then dropped: set it again."""
+    for k in range(tries):
+        inp = page.locator(f"#{elem_id} input[type=file]")
+        if inp.count():                     # gone once the component holds a file: then just wait
+            inp.first.set_input_files(str(path))
+        try:
+            page.locator(f"#{elem_id}").get_by_text(path.name).first.wait_for(timeout=20_000)
+            return
+        except Exception:
+            if k == tries - 1:
+                raise
+
+
 def _img_src(page, elem_id: str) -> str | None:
     loc = page.locator(f"#{elem_id} img")
     return loc.first.get_attribute("src") if loc.count() else None
@@ -86,8 +102,7 @@ def test_upload_generate_paint_resample(tmp_path):
             page.locator("#load").wait_for(timeout=60_000)
 
             # 1. input: an HR photo, downscaled first (LR 32×32, HR 128×128 with ground truth)
-            page.set_input_files("#upload input[type=file]", str(example_photo("chelsea_cat")))
-            page.locator("#upload").get_by_text("chelsea_cat.png").first.wait_for(timeout=30_000)
+            _upload(page, "upload", Path(example_photo("chelsea_cat")))
             page.locator("#downscale input[type=checkbox]").check()
             page.click("#load")
             st = _wait_status(page, "^loaded")
@@ -170,8 +185,7 @@ def test_upload_generate_paint_resample(tmp_path):
             # 7. the Rescale tab: the rescaling fixture is preselected; rescale a photo
             page.get_by_role("tab", name=re.compile("Rescale")).click()
             assert "hcflow_rescaling" in page.locator("#rescale_model input").input_value()
-            page.set_input_files("#rescale_upload input[type=file]", str(example_photo("rocket")))
-            page.locator("#rescale_upload").get_by_text("rocket.png").first.wait_for(timeout=30_000)
+            _upload(page, "rescale_upload", Path(example_photo("rocket")))
             page.click("#rescale_btn")
             st = _wait_status(page, "^rescaled a 128×128 photo with hcflow_rescaling")
             assert "reconstruction vs HR: PSNR" in st
