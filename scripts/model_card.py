@@ -73,19 +73,22 @@ def measure(model, images: dict, n_samples: int = 5, tau: float = 0.9) -> dict:
 
 
 @torch.inference_mode()
-def timing(model, size=128, repeats=3) -> dict:
+def timing(model, size=128, repeats=5) -> dict:
+    """Median wall time of a first sample (encoder + LR cache + decode) and of a further
+    sample, in a warm process (one untimed run first: oneDNN builds its kernels then)."""
     lr = torch.rand(1, 3, size, size)
-    t0 = time.perf_counter()
-    cond = model.encode_condition(lr)
-    model.sample(cond, 0.9, seed=0)
-    first = time.perf_counter() - t0
-    further = []
+    model.sample(lr, 0.9, seed=0)
+    first, further = [], []
     for k in range(repeats):
-        t = time.perf_counter()
+        t0 = time.perf_counter()
+        cond = model.encode_condition(lr)
+        t1 = time.perf_counter()
         model.sample(cond, 0.9, seed=k + 1)
-        further.append(time.perf_counter() - t)
-    return {"lr_size": size, "first_sample_s": first, "further_sample_s": float(np.median(further)),
-            "threads": torch.get_num_threads()}
+        t2 = time.perf_counter()
+        first.append(t2 - t0)
+        further.append(t2 - t1)
+    return {"lr_size": size, "first_sample_s": float(np.median(first)), "first_sample_range_s": [min(first), max(first)],
+            "further_sample_s": float(np.median(further)), "repeats": repeats, "threads": torch.get_num_threads()}
 
 
 def save_panels(panels, path: Path, **imshow):
