@@ -66,6 +66,8 @@ def _upload(page, elem_id: str, path: Path, tries: int = 3) -> None:
             return
         except Exception:
             if k == tries - 1:
+                page.screenshot(path=str(Path(os.environ.get("TMPDIR", "/tmp")) / f"upload_{elem_id}_failed.png"))
+                print("upload component:", page.locator(f"#{elem_id}").inner_text()[:500])
                 raise
 
 
