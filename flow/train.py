@@ -360,18 +360,21 @@ class Trainer:
         self.stage = "flow"
         _log(f"loaded encoder weights from {path}")
 
+    def _read_export(self, path, device="cpu"):
+        """An exported model of this run's architecture, and the flow step it records."""
+        from .checkpoint import load_model
+
+        m = load_model(path, device=device)
+        if m.cfg.to_dict() != self.cfg.model.to_dict():
+            raise ValueError(f"{path}: architecture differs from the training config")
+        return m, int(json.loads(getattr(m, "meta", {}).get("train_step", "0")))
+
     def init_from(self, path):
         """Start from exported weights (e.g. a committed model) with fresh optimizers;
         the flow step recorded in the file continues the schedule."""
-        from .checkpoint import load_model
-
-        m = load_model(path, device="cpu")
-        if m.cfg.to_dict() != self.cfg.model.to_dict():
-            raise ValueError(f"{path}: architecture differs from the training config")
+        m, self.step = self._read_export(path)
         self.model.load_state_dict(m.state_dict())
-        meta = getattr(m, "meta", {})
-        self.step = int(json.loads(meta.get("train_step", "0")))
-        self.elapsed = float(json.loads(meta.get("train_seconds", "0")))
+        self.elapsed = float(json.loads(getattr(m, "meta", {}).get("train_seconds", "0")))
         self.stage = "flow"
         o = self.cfg.optim
         self.sched = make_scheduler(self.opt, o.steps, o.milestones, o.gamma, start=self.step)
@@ -440,14 +443,9 @@ class Trainer:
         path = Path(self.cfg.run.export_best)
         if self.best is not None or not path.exists():
             return
-        from .checkpoint import load_model
-
-        m = load_model(path, device=self.device)
-        if m.cfg.to_dict() != self.cfg.model.to_dict():
-            raise ValueError(f"run.export_best {path}: architecture differs from the training config")
+        m, step = self._read_export(path, self.device)
         v = validate(m, images, self.cfg.model.scale, self.device)
-        v.update(kind="val", stage="flow", step=int(json.loads(getattr(m, "meta", {}).get("train_step", "0"))),
-                 baseline=str(path))
+        v.update(kind="val", stage="flow", step=step, baseline=str(path))
         self.best = self._metric(v)
         self.log.write(v)
         _log(f"[val baseline {path}] {self.best_metric}={self.best:.3f}")

@@ -104,7 +104,7 @@ def test_upload_generate_paint_resample(tmp_path):
             page.locator("#load").wait_for(timeout=60_000)
 
             # 1. input: an HR photo, downscaled first (LR 32×32, HR 128×128 with ground truth)
-            _upload(page, "upload", Path(example_photo("chelsea_cat")))
+            _upload(page, "upload", example_photo("chelsea_cat"))
             page.locator("#downscale input[type=checkbox]").check()
             page.click("#load")
             st = _wait_status(page, "^loaded")
@@ -187,7 +187,7 @@ def test_upload_generate_paint_resample(tmp_path):
             # 7. the Rescale tab: the rescaling fixture is preselected; rescale a photo
             page.get_by_role("tab", name=re.compile("Rescale")).click()
             assert "hcflow_rescaling" in page.locator("#rescale_model input").input_value()
-            _upload(page, "rescale_upload", Path(example_photo("rocket")))
+            _upload(page, "rescale_upload", example_photo("rocket"))
             page.click("#rescale_btn")
             st = _wait_status(page, "^rescaled a 128×128 photo with hcflow_rescaling")
             assert "reconstruction vs HR: PSNR" in st
