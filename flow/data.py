@@ -112,14 +112,21 @@ class CropSampler:
     scale: int
 
     @classmethod
-    def from_dirs(cls, dirs, crop: int, scale: int) -> "CropSampler":
+    def from_dirs(cls, dirs, crop: int, scale: int, zooms=(1.0,)) -> "CropSampler":
+        """Every image of ``dirs`` at each of ``zooms`` (MATLAB-bicubic downscales made
+        once here; each (image, zoom) is drawn equally often).  Zooms below 1 put more
+        detail into a crop: at ``0.25`` a 2048-px photo becomes a 512-px one, the scale of
+        the scikit-image test photos."""
+        if not zooms or any(not 0 < z <= 1 for z in zooms):
+            raise DataError(f"zooms must lie in (0, 1], got {list(zooms)}")
         files = list_images(dirs)
         images = []
         for f in files:
             im = read_rgb(f)
-            if min(im.shape[:2]) < crop:
-                continue
-            images.append(im)
+            for z in zooms:
+                zi = im if z == 1 else imresize(im, float(z))
+                if min(zi.shape[:2]) >= crop:
+                    images.append(zi)
         if not images:
             raise DataError(f"no training image is at least {crop}x{crop} pixels")
         return cls(images, crop, scale)

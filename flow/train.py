@@ -47,6 +47,7 @@ class DataConfig:
     train_dirs: list[str] = field(default_factory=lambda: ["data/train"])
     crop: int = 96                 # HR crop size
     batch: int = 8
+    zooms: list[float] = field(default_factory=lambda: [1.0])  # each photo also at these downscales
 
 
 @dataclass
@@ -641,8 +642,8 @@ def main(argv=None):
         backend = "nccl" if torch.cuda.is_available() and a.device != "cpu" else "gloo"
         dist.init_process_group(backend)
     cfg = TrainConfig.load(a.config)
-    sampler = CropSampler.from_dirs(cfg.data.train_dirs, cfg.data.crop, cfg.model.scale)
-    _log(f"{len(sampler.images)} training images from {cfg.data.train_dirs}")
+    sampler = CropSampler.from_dirs(cfg.data.train_dirs, cfg.data.crop, cfg.model.scale, cfg.data.zooms)
+    _log(f"{len(sampler.images)} training images (photos x zooms {cfg.data.zooms}) from {cfg.data.train_dirs}")
     tr = Trainer(cfg, device=a.device, resume=a.resume, sampler=sampler, init_from=a.init_from)
     _log(f"model {cfg.model.name}: {sum(p.numel() for p in tr.model.parameters()):,} parameters on {tr.device}")
     tr.run(max_seconds=a.max_minutes * 60 if a.max_minutes else None)

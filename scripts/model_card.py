@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from flow.checkpoint import load_model  # noqa: E402
 from flow.data import HELDOUT, HELDOUT_LICENCES, heldout_images, make_lr, to_tensor  # noqa: E402
+from flow.hcflow import quantize_8bit  # noqa: E402
 from flow.imresize import imresize  # noqa: E402
 from flow.metrics import ntire_lr_psnr, pixel_std_diversity, psnr, ssim  # noqa: E402
 
@@ -122,11 +123,24 @@ def measure_rescaling(model, sr_model, images: dict) -> dict:
             "psnr_bicubic_srflow_t0": psnr(sr_bic, hr),
             "psnr_bicubic_up": psnr(imresize(lr_bic, float(s)), hr),
             "psnr_lr_vs_bicubic": psnr(to_u8(lr_flow[0]), lr_bic),
+            **true_latent_roundtrip(model, hr_t, hr),
         }
     keys = next(iter(rows.values())).keys() - {"size"}
     mean = {k: float(np.mean([r[k] for r in rows.values()])) for k in keys}
     mean["gain_over_srflow"] = mean["psnr_rescale"] - mean["psnr_bicubic_srflow_t0"]
     return {"per_image": rows, "mean": mean}
+
+
+def true_latent_roundtrip(model, hr_t: torch.Tensor, hr: np.ndarray) -> dict:
+    """The tau = 0 round trip, but with the encoder's own latents at one level (0 the
+    finest): how much of the detail that tau = 0 discards each level holds."""
+    out = model.encode_levels(hr_t)
+    yq = quantize_8bit(out["y"])
+    res = {}
+    for l in range(len(out["eps"])):
+        lat = [e if i == l else torch.zeros_like(e) for i, e in enumerate(out["eps"])]
+        res[f"psnr_rescale_true_latent{l}"] = psnr(to_u8(model.decode(yq, lat).clamp(0, 1)[0]), hr)
+    return res
 
 
 def figure_rescaling(model, hr: np.ndarray, path: Path):

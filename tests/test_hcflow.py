@@ -277,6 +277,23 @@ def test_rescaling_api():
     assert ls.abs().max() < 0.5
 
 
+def test_rescaling_loss_at_tau0_is_the_roundtrip_l1():
+    """At ``tau = 0`` the training reconstruction is exactly what ``rescale_roundtrip``
+    (the evaluated metric) returns; at ``tau = 1`` it is a different, noisy one."""
+    m = _model("hcflow_tiny_rescaling_4x", dtype=torch.float32)
+    hr = torch.rand(2, 3, 16, 24)
+    lr_bic = torch.rand(2, 3, 4, 6)
+    with torch.no_grad():
+        _, rec = m.rescale_roundtrip(hr)
+        want = torch.nn.functional.l1_loss(rec, hr).item()
+        loss0, p0 = m.rescaling_loss(hr, lr_bic, tau=0.0, generator=torch.Generator().manual_seed(1))
+        _, p1 = m.rescaling_loss(hr, lr_bic, tau=1.0, generator=torch.Generator().manual_seed(1))
+    assert p0["hr_l1"].item() == pytest.approx(want, rel=1e-5)
+    assert abs(p1["hr_l1"].item() - want) > 1e-4
+    parts = 0.05 * p0["lr_l2"] + 1e-5 * p0["z_l2"] + p0["hr_l1"]
+    assert loss0.item() == pytest.approx(parts.item(), rel=1e-6)
+
+
 # -- checkpoints ------------------------------------------------------------------
 
 def test_load_official_pth_and_safetensors(tmp_path):

@@ -15,6 +15,7 @@ from PIL import Image
 
 from flow.checkpoint import load_model
 from flow.data import CropSampler, DataError
+from flow.imresize import imresize
 from flow.train import TrainConfig, Trainer, main as train_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -203,6 +204,25 @@ def test_bad_data_folders(tmp_path):
     with pytest.raises(DataError, match="cannot read"):
         CropSampler.from_dirs([tmp_path / "bad"], 32, 4)
 
+
+
+def test_zooms_add_downscaled_copies(tmp_path):
+    d = _photos(tmp_path, n=2, size=96)
+    plain = CropSampler.from_dirs([d], 32, 4)
+    zoomed = CropSampler.from_dirs([d], 32, 4, zooms=(1.0, 0.5, 0.25))
+    # 0.25 x 96 = 24 px is below the 32 px crop, so those copies are left out
+    assert [im.shape[:2] for im in zoomed.images] == [(96, 96), (48, 48)] * 2
+    assert all(np.array_equal(a, b) for a, b in zip(plain.images, zoomed.images[::2]))
+    assert np.array_equal(zoomed.images[1], imresize(plain.images[0], 0.5))
+    # the default is the old sampler: same images, so the same batches for a seed
+    hr_a, _ = plain.batch(4, torch.Generator().manual_seed(5))
+    hr_b, _ = CropSampler.from_dirs([d], 32, 4, zooms=[1.0]).batch(4, torch.Generator().manual_seed(5))
+    assert torch.equal(hr_a, hr_b)
+    cfg = TrainConfig.from_dict({"model": "tiny_4x", "data": {"zooms": [1.0, 0.5]}})
+    assert cfg.data.zooms == [1.0, 0.5] and TrainConfig.from_dict({"model": "tiny_4x"}).data.zooms == [1.0]
+    for bad in ([], [0.0], [1.5]):
+        with pytest.raises(DataError, match="zooms"):
+            CropSampler.from_dirs([d], 32, 4, zooms=bad)
 
 def test_encoder_pretrain_stage(tmp_path):
     d = {"model": "tiny_4x", "data": {"train_dirs": [str(_photos(tmp_path))], "crop": 32, "batch": 2},
