@@ -205,7 +205,6 @@ def test_bad_data_folders(tmp_path):
         CropSampler.from_dirs([tmp_path / "bad"], 32, 4)
 
 
-
 def test_zooms_add_downscaled_copies(tmp_path):
     d = _photos(tmp_path, n=2, size=96)
     plain = CropSampler.from_dirs([d], 32, 4)
@@ -223,6 +222,7 @@ def test_zooms_add_downscaled_copies(tmp_path):
     for bad in ([], [0.0], [1.5]):
         with pytest.raises(DataError, match="zooms"):
             CropSampler.from_dirs([d], 32, 4, zooms=bad)
+
 
 def test_encoder_pretrain_stage(tmp_path):
     d = {"model": "tiny_4x", "data": {"train_dirs": [str(_photos(tmp_path))], "crop": 32, "batch": 2},
