@@ -149,8 +149,15 @@ def _config_from(config):
 
 
 def config_from_meta(meta: dict):
+    """The config stored in one of our files.  SRFlow files written before
+    ``RRDBConfig.tail`` existed were built with the ESRGAN tail, so a missing
+    ``rrdb.tail`` reads as ``"esrgan"`` (new files always store it)."""
     d = json.loads(meta["config"])
-    return HCFlowConfig.from_dict(d) if d.get("family") == "hcflow" else ModelConfig.from_dict(d)
+    if d.get("family") == "hcflow":
+        return HCFlowConfig.from_dict(d)
+    if isinstance(d.get("rrdb"), dict) and "tail" not in d["rrdb"]:
+        d["rrdb"] = {**d["rrdb"], "tail": "esrgan"}
+    return ModelConfig.from_dict(d)
 
 
 def save_safetensors(model: SRFlow, path: str | Path, extra: dict | None = None) -> None:

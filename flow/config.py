@@ -23,15 +23,23 @@ COUPLINGS = ("srflow", "da", "da-r", "da-d")
 SPLIT_RULES = ("official", "every_level", "every6", "none")
 
 
+#: RRDB tail semantics (``flow.rrdb.RRDBNet``): ``official`` is the official SRFlow code
+#: (residual from the last trunk block, conditioning maps after the LeakyReLU); ``esrgan``
+#: is the ESRGAN form (residual from ``conv_first``, maps before the LeakyReLU), used by
+#: ESRGAN/Real-ESRGAN weights and by our model files written before the field existed.
+RRDB_TAILS = ("official", "esrgan")
+
+
 @dataclass
 class RRDBConfig:
-    """The RRDB encoder (ESRGAN generator trunk)."""
+    """The RRDB encoder (ESRGAN generator trunk); ``tail``: one of :data:`RRDB_TAILS`."""
 
     nf: int = 64
     nb: int = 23
     gc: int = 32
     in_nc: int = 3
     out_nc: int = 3
+    tail: str = "official"
 
 
 @dataclass
@@ -65,20 +73,31 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
-        known_f = {f.name for f in dataclasses.fields(FlowConfig)}
-        known_r = {f.name for f in dataclasses.fields(RRDBConfig)}
-        return cls(
-            name=d.get("name", "custom"),
-            scale=int(d["scale"]),
-            rrdb=RRDBConfig(**{k: v for k, v in d.get("rrdb", {}).items() if k in known_r}),
-            flow=FlowConfig(**{k: v for k, v in d.get("flow", {}).items() if k in known_f}),
-        )
+        """Build from a plain dict; an unknown key (e.g. a misspelling) raises ``ValueError``
+        naming it, so a typo can never silently train or load a different model."""
+        if not isinstance(d, dict):
+            raise ValueError(f"model config must be a mapping, got {type(d).__name__}")
+        if "scale" not in d:
+            raise ValueError("model config needs 'scale'")
+        _refuse_unknown(d, {"name", "scale", "rrdb", "flow", "family"}, "model")
+        if d.get("family", "srflow") != "srflow":
+            raise ValueError(f"not an SRFlow config (family {d.get('family')!r})")
+        parts = {}
+        for key, klass in (("rrdb", RRDBConfig), ("flow", FlowConfig)):
+            sub = d.get(key) or {}
+            if not isinstance(sub, dict):
+                raise ValueError(f"model config '{key}' must be a mapping")
+            _refuse_unknown(sub, {f.name for f in dataclasses.fields(klass)}, f"model.{key}")
+            parts[key] = klass(**{k: (list(v) if isinstance(v, tuple) else v) for k, v in sub.items()})
+        return cls(name=d.get("name", "custom"), scale=int(d["scale"]), **parts)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     def validate(self) -> "ModelConfig":
         f = self.flow
+        if self.rrdb.tail not in RRDB_TAILS:
+            raise ValueError(f"rrdb.tail must be one of {RRDB_TAILS}, got {self.rrdb.tail!r}")
         if self.scale not in (2, 4, 8, 16):
             raise ValueError(f"scale must be 2, 4, 8 or 16, got {self.scale}")
         if f.coupling not in COUPLINGS:
@@ -100,6 +119,12 @@ class ModelConfig:
     @property
     def cond_channels(self) -> int:
         return self.rrdb.nf * (len(self.flow.blocks) + 1)
+
+
+def _refuse_unknown(d: dict, known: set[str], where: str) -> None:
+    extra = sorted(set(d) - known)
+    if extra:
+        raise ValueError(f"unknown {where} config key(s) {extra}; known: {sorted(known)}")
 
 
 # ----------------------------------------------------------------------------
@@ -151,10 +176,17 @@ def _build_presets() -> dict[str, ModelConfig]:
     p["small_4x"] = ModelConfig(
         name="small_4x", scale=4, rrdb=RRDBConfig(nf=32, nb=4, gc=16),
         flow=FlowConfig(K=4, L=3, hidden_channels=32, blocks=[0, 1, 2, 3]))
-    # The shipped model: small enough for interactive use on a 2-core CPU.
+    # The shipped model: small enough for interactive use on a 2-core CPU.  It was trained
+    # with the ESRGAN tail, which it keeps.
     p["studio_4x"] = ModelConfig(
-        name="studio_4x", scale=4, rrdb=RRDBConfig(nf=64, nb=6, gc=32),
+        name="studio_4x", scale=4, rrdb=RRDBConfig(nf=64, nb=6, gc=32, tail="esrgan"),
         flow=FlowConfig(K=4, L=3, hidden_channels=64, blocks=[1, 3, 5]))
+    # The stronger shipped model: the first 8 trunk blocks of Real-ESRGAN x4plus's RRDB
+    # (ESRGAN tail, imported with `python -m flow.ncnn`), L1 fine-tuned, and the same flow
+    # as studio_4x (three conditioning blocks: 256-channel conditioning).
+    p["studio_plus_4x"] = ModelConfig(
+        name="studio_plus_4x", scale=4, rrdb=RRDBConfig(nf=64, nb=8, gc=32, tail="esrgan"),
+        flow=FlowConfig(K=4, L=3, hidden_channels=64, blocks=[1, 4, 7]))
     return p
 
 

@@ -131,12 +131,19 @@ class CropSampler:
             raise DataError(f"no training image is at least {crop}x{crop} pixels")
         return cls(images, crop, scale)
 
-    def batch(self, n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, n: int, g: torch.Generator, crop: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` random (HR, LR) crops; ``crop`` overrides the HR crop size (images smaller
+        than it are skipped)."""
         hrs, lrs = [], []
-        c = self.crop
+        c = int(crop or self.crop)
+        if not any(min(im.shape[:2]) >= c for im in self.images):
+            raise DataError(f"no training image is at least {c}x{c} pixels")
         for _ in range(n):
             i = int(torch.randint(len(self.images), (1,), generator=g))
             im = self.images[i]
+            while min(im.shape[:2]) < c:      # only with a crop larger than the sampler's own
+                i = int(torch.randint(len(self.images), (1,), generator=g))
+                im = self.images[i]
             h, w = im.shape[:2]
             y = int(torch.randint(h - c + 1, (1,), generator=g))
             x = int(torch.randint(w - c + 1, (1,), generator=g))

@@ -591,13 +591,23 @@ class HCFlow(FlowSampler, nn.Module):
             logp = logp + dirac_lr_logp(out["y"], lr_img)
         return logp, hr.shape[-2] * hr.shape[-1]
 
-    def nll(self, hr, lr=None, dequantize: bool = False, quant: int | None = None, generator=None) -> NLL:
+    def nll(self, hr, lr=None, dequantize: bool = False, quant: int | None = None, generator=None,
+            dequantized: bool = False) -> NLL:
         """``official_bpp``: the official number, -(logdet - HW ln q + log p(y^|LR)) / (HW ln 2)
         (bits per HR *pixel*; the quant term counted once per pixel).  ``bits_per_dim``:
-        the same log-likelihood per dimension with 3HW ln q."""
+        the same log-likelihood per dimension with 3HW ln q.
+
+        The official HCFlow always dequantizes (``x = hr + U[0,1)/q``), so its logged NLL is
+        ``nll(hr, lr, dequantize=True)`` for the same noise draw.  For an input ``x`` that
+        already carries that noise, pass ``dequantized=True``: no noise is added and the
+        -HW ln q term is counted, which gives the official number for ``x`` exactly;
+        without it (``dequantize=dequantized=False``) the result is lower by ``log2(q)`` bits
+        per pixel and per dim alike."""
+        if dequantize and dequantized:
+            raise ValueError("dequantize=True adds noise to an input that dequantized=True says already has it")
         q = quant or self.cfg.quant
         logp, pixels = self.log_prob(hr, lr, dequantize, q, generator)
-        lq = math.log(q) if dequantize else 0.0
+        lq = math.log(q) if (dequantize or dequantized) else 0.0
         bpp = (-logp + pixels * lq) / (pixels * math.log(2))
         bpd = (-logp + 3 * pixels * lq) / (3 * pixels * math.log(2))
         return NLL(bpd, bpp)
@@ -669,7 +679,8 @@ class HCFlow(FlowSampler, nn.Module):
         rec = self.decode(cond, lat).clamp(0, 1)
         l_hr = F.l1_loss(rec, hr)
         parts = {"lr_l2": l_lr, "z_l2": l_z, "hr_l1": l_hr}
-        loss = sum(w * v for w, v in ((w_lr, l_lr), (w_z, l_z), (w_hr, l_hr)) if torch.isfinite(v))
+        # every term counts, a non-finite one too, so the trainer's skip-bad-batch guard sees it
+        loss = w_lr * l_lr + w_z * l_z + w_hr * l_hr
         return loss, parts
 
 

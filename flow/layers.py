@@ -59,13 +59,13 @@ class ActNorm(nn.Module):
         self.logs.copy_(torch.log(1.0 / (std + 1e-6)))
         self.inited.fill_(True)
 
-    def apply(self, x: torch.Tensor) -> torch.Tensor:  # noqa: A003 - used inside subnets
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and not bool(self.inited):
             self.initialize(x)
         return (x + self.bias) * torch.exp(self.logs)
 
     def forward(self, x, cond=None):
-        y = self.apply(x)
+        y = self.normalize(x)
         return y, self.logs.sum() * _hw(x) * x.new_ones(x.shape[0])
 
     def inverse(self, y, cond=None):
@@ -89,7 +89,7 @@ class ConvNorm(nn.Module):
 
     def forward(self, x):
         y = F.conv2d(x, self.weight, self.bias, padding=self.pad)
-        return self.actnorm.apply(y) if self.actnorm is not None else y
+        return self.actnorm.normalize(y) if self.actnorm is not None else y
 
 
 class ZeroConv(nn.Module):
@@ -153,7 +153,7 @@ class SubNet:
     def rest(self, h):
         """Everything after the first conv's linear part ``h``."""
         head = self.head
-        h = head.actnorm.apply(h) if head.actnorm is not None else h + head.bias.view(1, -1, 1, 1)
+        h = head.actnorm.normalize(h) if head.actnorm is not None else h + head.bias.view(1, -1, 1, 1)
         h = F.relu(h)
         if self.style in ("srflow", "da"):
             for m in self.body[1:]:          # body[0] is the head's ReLU

@@ -282,7 +282,7 @@ class SRFlow(FlowSampler, nn.Module):
         super().__init__()
         self.cfg = cfg.validate()
         r = cfg.rrdb
-        self.RRDB = RRDBNet(r.nf, r.nb, r.gc, cfg.scale, r.in_nc, r.out_nc)
+        self.RRDB = RRDBNet(r.nf, r.nb, r.gc, cfg.scale, r.in_nc, r.out_nc, tail=r.tail)
         self.flowUpsamplerNet = FlowNet(cfg)
         self.scale = cfg.scale
         self.freeze_encoder = False   # when True, encoder features are computed without grad

@@ -47,16 +47,37 @@ class RRDB(nn.Module):
         return x + 0.2 * self.RDB3(self.RDB2(self.RDB1(x)))
 
 
+#: RRDB tail semantics (see :class:`RRDBNet`).
+TAILS = ("official", "esrgan")
+
+
 class RRDBNet(nn.Module):
     """``conv_first -> nb x RRDB -> trunk_conv`` plus nearest-upsampling convs.
+
+    ``tail`` selects how the trunk output and the upsampled maps are formed (the weights
+    and keys are identical):
+
+    * ``"official"`` (the official SRFlow code, every official checkpoint):
+      ``last = h + trunk_conv(h)`` with ``h`` the output of the last trunk block, and
+      ``fea_up{2,4,8} = lrelu(upconv(nearest_up2(previous)))``, i.e. the conditioning maps
+      are taken *after* the LeakyReLU (the official in-place ``lrelu`` overwrites them).
+    * ``"esrgan"`` (ESRGAN / Real-ESRGAN weights; our models written before the field
+      existed): ``last = conv_first(x) + trunk_conv(h)`` and the conditioning maps are the
+      convolution outputs *before* the LeakyReLU (the next conv still sees ``lrelu``).
+
+    ``forward`` (the RRDB's own SR image, used for L1 pre-training) is
+    ``conv_last(lrelu(HRconv(lrelu(up-feature))))`` in both cases.
 
     :meth:`features` returns only the conditioning maps a flow needs;
     :meth:`forward` is the plain SR network used for L1 pre-training.
     """
 
-    def __init__(self, nf=64, nb=23, gc=32, scale=4, in_nc=3, out_nc=3):
+    def __init__(self, nf=64, nb=23, gc=32, scale=4, in_nc=3, out_nc=3, tail="official"):
         super().__init__()
+        if tail not in TAILS:
+            raise ValueError(f"RRDB tail must be one of {TAILS}, got {tail!r}")
         self.scale = scale
+        self.tail = tail
         self.conv_first = nn.Conv2d(in_nc, nf, 3, padding=1)
         self.RRDB_trunk = nn.ModuleList(RRDB(nf, gc) for _ in range(nb))
         self.trunk_conv = nn.Conv2d(nf, nf, 3, padding=1)
@@ -81,7 +102,8 @@ class RRDBNet(nn.Module):
             h = blk(h)
             if i in keep_blocks:
                 blocks[i] = h
-        return fea + self.trunk_conv(h), blocks
+        base = h if self.tail == "official" else fea
+        return base + self.trunk_conv(h), blocks
 
     def features(self, lr, names, blocks):
         """Conditioning maps ``{name: tensor}`` for ``names`` (``fea_up{r}``, r = HR/LR
@@ -103,12 +125,7 @@ class RRDBNet(nn.Module):
         if 1 in want:
             out[1] = last
         need = max((r for r in want if r >= 2), default=1)
-        h, r = last, 1
-        for conv in self._ups():
-            if r >= need:
-                break
-            h = conv(F.interpolate(h if r == 1 else _lrelu(h), scale_factor=2, mode="nearest"))
-            r *= 2
+        for r, h in self._up_maps(last, need):
             if r in want:
                 out[r] = h
         res = {}
@@ -142,12 +159,24 @@ class RRDBNet(nn.Module):
             out[:, c:] = F.interpolate(stack, size=(h, w), mode="nearest")
         return out
 
+    def _up_maps(self, last, need):
+        """Yield ``(r, fea_up{r})`` for r = 2, 4, ... up to ``need`` (tail semantics above)."""
+        h, r = last, 1
+        post = self.tail == "official"
+        for conv in self._ups():
+            if r >= need:
+                break
+            h = conv(F.interpolate(h if (r == 1 or post) else _lrelu(h), scale_factor=2, mode="nearest"))
+            if post:
+                h = _lrelu(h)
+            r *= 2
+            yield r, h
+
     def forward(self, lr):
         h, _ = self.trunk(lr)
         r = 1
-        for conv in self._ups():
-            if r >= self.scale:
-                break
-            h = conv(F.interpolate(h if r == 1 else _lrelu(h), scale_factor=2, mode="nearest"))
-            r *= 2
-        return self.conv_last(_lrelu(self.HRconv(_lrelu(h))))
+        for r, h in self._up_maps(h, self.scale):
+            pass
+        if self.tail == "esrgan" or r == 1:
+            h = _lrelu(h)
+        return self.conv_last(_lrelu(self.HRconv(h)))

@@ -36,6 +36,7 @@ from .imresize import imresize
 from .metrics import lr_psnr, psnr
 from .hcflow import HC_PRESETS, HCFlow, HCFlowConfig
 from .model import SRFlow
+from .sr import to_uint8
 
 
 # ----------------------------------------------------------------------------
@@ -79,7 +80,9 @@ class EncoderConfig:
     pretrain_steps: int = 0        # L1 pre-training of the RRDB before the flow
     lr: float = 2e-4
     batch: int = 16
-    checkpoint: str | None = None  # RRDB-only .pth/.safetensors to load instead
+    checkpoint: str | None = None  # RRDB-only .pth/.safetensors to load instead (skips the L1 stage)
+    init: str | None = None        # RRDB weights to start the L1 stage from (e.g. `python -m flow.ncnn` output)
+    crop: int | None = None        # HR crop of the L1 stage (default: data.crop)
 
 
 @dataclass
@@ -204,7 +207,10 @@ def init_actnorm(model: SRFlow, hr, lr) -> None:
     """Data-dependent ActNorm initialisation on one batch; under torchrun rank 0's
     result is broadcast so that all replicas start identical."""
     model.train()
-    model.nll(hr, lr, dequantize=True)
+    if getattr(model.cfg, "kind", "sr") == "rescaling":
+        model.rescaling_loss(hr, lr)      # the ActNorms this loss reaches (trunk ones start as identity)
+    else:
+        model.nll(hr, lr, dequantize=True)
     if dist.is_initialized():
         for t in model.state_dict().values():
             dist.broadcast(t, 0)
@@ -322,6 +328,10 @@ class Trainer:
             for m in self.model.flow.layers.modules():
                 if hasattr(m, "inited"):
                     m.inited.fill_(True)
+        if self.ddp:   # every replica starts from rank 0's weights (DDP does so only where it wraps)
+            with torch.no_grad():
+                for t in self.model.state_dict().values():
+                    dist.broadcast(t, 0)
         self.sampler = sampler
         self.gen = torch.Generator().manual_seed(cfg.run.seed * 1000 + self.rank)
         self.noise_gen = torch.Generator().manual_seed(cfg.run.seed * 1000 + 500 + self.rank)
@@ -335,6 +345,8 @@ class Trainer:
         self._build_optimizers()
         if cfg.encoder.checkpoint and not resume:
             self.load_encoder(cfg.encoder.checkpoint)
+        elif cfg.encoder.init and not resume and not init_from:
+            self.load_encoder(cfg.encoder.init, finished=False)
         if init_from and not resume:
             self.init_from(init_from)
         if resume:
@@ -348,7 +360,8 @@ class Trainer:
         self.opt = make_optimizer(self.model.parameters(), c.optim.lr, c.optim.betas, c.optim.weight_decay)
         self.sched = make_scheduler(self.opt, c.optim.steps, c.optim.milestones, c.optim.gamma)
 
-    def load_encoder(self, path):
+    def load_encoder(self, path, finished: bool = True):
+        """Load RRDB weights; ``finished``: skip the L1 stage (else it starts from them)."""
         path = Path(path)
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -358,8 +371,9 @@ class Trainer:
             sd = {k: v for k, v in sd.items() if k.startswith("RRDB.")}
         check_state_dict(self.model, sd, subset="RRDB.", source=str(path))
         self.model.load_state_dict(sd, strict=False)
-        self.stage = "flow"
-        _log(f"loaded encoder weights from {path}")
+        if finished:
+            self.stage = "flow"
+        _log(f"loaded encoder weights from {path}" + ("" if finished else " (start of the L1 stage)"))
 
     def _read_export(self, path, device="cpu"):
         """An exported model of this run's architecture, and the flow step it records."""
@@ -432,6 +446,23 @@ class Trainer:
         _log(f"[val {self.step}] " + ", ".join(f"{k}={v[k]:.3f}" for k in v if isinstance(v[k], float)))
         return v
 
+    @torch.no_grad()
+    def validate_encoder(self, images: dict) -> dict:
+        """The RRDB's own SR image on the held-out crops: PSNR and gain over bicubic."""
+        self.model.RRDB.eval()
+        ours, bic = [], []
+        for hr in images.values():
+            lr = make_lr(hr, self.cfg.model.scale)
+            sr = self.model.RRDB(to_tensor(lr)[None].to(self.device)).clamp(0, 1)[0]
+            ours.append(psnr(to_uint8(sr), hr))
+            bic.append(psnr(imresize(lr, self.cfg.model.scale), hr))
+        v = {"kind": "val", "stage": "encoder", "step": self.enc_step, "rrdb_psnr": float(np.mean(ours)),
+             "psnr_bicubic": float(np.mean(bic))}
+        v["rrdb_gain"] = v["rrdb_psnr"] - v["psnr_bicubic"]
+        self.log.write(v)
+        _log(f"[val encoder {self.enc_step}] RRDB gain over bicubic {v['rrdb_gain']:+.3f} dB")
+        return v
+
     def _metric(self, v: dict) -> float:
         if self.best_metric not in v:
             raise KeyError(f"run.best_metric {self.best_metric!r} is not a validation key: {sorted(v)}")
@@ -483,8 +514,8 @@ class Trainer:
         _log(f"resumed {self.stage} stage at step {self.enc_step if self.stage == 'encoder' else self.step}")
 
     # -- steps -------------------------------------------------------------
-    def _batch(self, n):
-        hr, lr = self.sampler.batch(n, self.gen)
+    def _batch(self, n, crop=None):
+        hr, lr = self.sampler.batch(n, self.gen, crop)
         return hr.to(self.device), lr.to(self.device)
 
     def _wrapped(self, trainable_encoder: bool):
@@ -532,7 +563,7 @@ class Trainer:
 
     def encoder_step(self) -> dict:
         """One L1 step of the RRDB alone (gradients averaged across ranks by hand)."""
-        hr, lr = self._batch(self.cfg.encoder.batch)
+        hr, lr = self._batch(self.cfg.encoder.batch, self.cfg.encoder.crop)
         self.model.RRDB.train()
         loss = F.l1_loss(self.model.RRDB(lr), hr)
         params = list(self.model.RRDB.parameters())
@@ -546,7 +577,10 @@ class Trainer:
         hr, lr = self._batch(self.cfg.data.batch)
         self.model.train()
         extra = {}
-        if self.hcflow and self.cfg.model.kind == "rescaling":
+        # the rescaling loss is not the module's forward, so DDP cannot see it: its
+        # gradients are averaged by hand, as the encoder's
+        by_hand = self.hcflow and self.cfg.model.kind == "rescaling"
+        if by_hand:
             loss, parts = self.model.rescaling_loss(hr, lr, c.weight_lr, c.weight_z, c.weight_hr,
                                                     c.rescale_tau, generator=self.noise_gen)
             bpd, l1 = loss, parts["hr_l1"]
@@ -558,7 +592,7 @@ class Trainer:
             loss, bpd, l1 = self._wrapped(not frozen)(hr, lr, quant=c.quant, weight_l1=c.weight_l1,
                                                       l1_batch=c.l1_batch, generator=self.noise_gen)
         params = [p for p in self.model.parameters() if p.requires_grad]
-        ok = self._apply(loss, self.opt, params)
+        ok = self._apply(loss, self.opt, params, allreduce=self.ddp and by_hand)
         self.sched.step()
         return {"loss": float(bpd.detach()), "l1": None if l1 is None else float(l1.detach()), "ok": ok,
                 "frozen": frozen, **extra}
@@ -569,7 +603,7 @@ class Trainer:
 
         c = self.cfg
         images = heldout_images(c.run.val_images, crop=c.run.val_crop) if _is_main() and c.run.val_every else {}
-        if self.stage == "flow" and self.step == 0 and not any(
+        if self.stage == "flow" and self.step == 0 and not all(
                 bool(m.inited) for m in self.model.modules() if hasattr(m, "inited")):
             hr, lr = self._batch(c.data.batch)
             init_actnorm(self.model, hr, lr)
@@ -620,6 +654,8 @@ class Trainer:
                 bar.set_postfix(stage=self.stage, loss=f"{r['loss']:.3f}")
             if images and self.stage == "flow" and step % c.run.val_every == 0:
                 self.validate_and_log(images)       # before the checkpoint, which stores the best
+            elif images and self.stage == "encoder" and step % c.run.val_every == 0:
+                self.validate_encoder(images)
             if step % c.run.ckpt_every == 0:
                 self.save()
         bar.close()

@@ -13,6 +13,8 @@ import flow
 from conftest import make_model, rand_images, randomize
 from flow import CheckpointError, ModelConfig, SRFlow, from_official_yaml, load_model, preset, save_safetensors
 from flow.layers import ActNorm, ZeroConv
+from flow.checkpoint import read_safetensors_meta
+from conftest import ROOT
 
 
 # ---------------------------------------------------------------------------
@@ -434,3 +436,85 @@ def test_public_api_exports():
     for name in ("load_model", "save_safetensors", "CheckpointError", "from_official_yaml", "preset"):
         assert hasattr(flow, name)
     assert issubclass(CheckpointError, ValueError)
+
+
+# -- core defects: nn.Module API on shipped models, strict configs, the RRDB tail field --------
+
+SHIPPED = sorted((ROOT / "assets").glob("*.safetensors"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_shipped_models_support_module_api(path):
+    """``model.apply`` (once shadowed by ActNorm), a state-dict round trip and ``.double()``."""
+    model = load_model(path, device="cpu")
+    seen = []
+    model.apply(lambda m: seen.append(type(m).__name__))
+    assert "ActNorm" in seen and len(seen) > 10
+    sd = {k: v.clone() for k, v in model.state_dict().items()}
+    fresh = load_model(path, device="cpu")
+    with torch.no_grad():
+        for p in fresh.parameters():
+            p.add_(1.0)
+    fresh.load_state_dict(sd)
+    assert all(torch.equal(a, fresh.state_dict()[k]) for k, a in sd.items())
+    lr = torch.rand(1, 3, 8, 8)
+    ref = model.sample(model.encode_condition(lr), temperature=0.0, seed=0)
+    m64 = model.double()
+    assert next(m64.parameters()).dtype == torch.float64
+    out = m64.sample(m64.encode_condition(lr.double()), temperature=0.0, seed=0)
+    assert out.dtype == torch.float64
+    assert (out.float() - ref).abs().max() < 1e-3
+
+
+def test_model_config_refuses_unknown_keys():
+    good = preset("tiny_4x").to_dict()
+    assert ModelConfig.from_dict(good).to_dict() == good
+    for where, bad in (("model", {**good, "scael": 4}),
+                       ("model.rrdb", {**good, "rrdb": {**good["rrdb"], "nbb": 3}}),
+                       ("model.flow", {**good, "flow": {**good["flow"], "hiden_channels": 8}})):
+        with pytest.raises(ValueError, match=where.replace(".", r"\.") + r".*key.*'(scael|nbb|hiden_channels)'"):
+            ModelConfig.from_dict(bad)
+
+
+def test_train_config_refuses_misspelled_model_keys(tmp_path):
+    from flow.train import TrainConfig
+
+    ok = TrainConfig.from_dict({"model": {"preset": "tiny_4x", "flow": {"K": 1}}})
+    assert ok.model.flow.K == 1
+    with pytest.raises(ValueError, match="'hidden_chanels'"):
+        TrainConfig.from_dict({"model": {"preset": "tiny_4x", "flow": {"hidden_chanels": 8}}})
+    with pytest.raises(ValueError, match="'tial'"):
+        TrainConfig.from_dict({"model": {"preset": "tiny_4x", "rrdb": {"tial": "esrgan"}}})
+    with pytest.raises(ValueError, match="unknown HCFlow config keys"):
+        TrainConfig.from_dict({"model": {"preset": "hcflow_tiny_sr_4x", "KK": 2}})
+
+
+def test_rrdb_tail_is_stored_and_old_files_read_as_esrgan(tmp_path):
+    """New files store ``rrdb.tail``; files written before the field read as the ESRGAN tail
+    (what they were trained with); official presets use the official tail."""
+    import json as _json
+    from safetensors.torch import load_file, save_file
+
+    assert preset("srflow_df2k_4x").rrdb.tail == "official"
+    assert preset("srflow_da_df2k_4x").rrdb.tail == "official"
+    assert preset("studio_4x").rrdb.tail == "esrgan"
+    m = SRFlow(preset("tiny_4x"))
+    path = tmp_path / "new.safetensors"
+    save_safetensors(m, path)
+    assert load_model(path).cfg.rrdb.tail == "official"
+    # an old file: same weights, config without the field
+    meta = read_safetensors_meta(path)
+    cfg = _json.loads(meta["config"])
+    del cfg["rrdb"]["tail"]
+    old = tmp_path / "old.safetensors"
+    save_file(load_file(str(path)), str(old), metadata={**meta, "config": _json.dumps(cfg)})
+    o = load_model(old)
+    assert o.cfg.rrdb.tail == "esrgan" and o.RRDB.tail == "esrgan"
+    # the two tails give different features from the same weights
+    lr = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        a = load_model(path).encode_condition(lr).features
+        b = o.encode_condition(lr).features
+    assert any((a[k] - b[k]).abs().max() > 1e-3 for k in a)
+    # the shipped SRFlow model is an old-format file: it reads as ESRGAN
+    assert load_model(ROOT / "assets" / "studio_4x.safetensors").cfg.rrdb.tail == "esrgan"

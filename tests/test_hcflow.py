@@ -195,6 +195,16 @@ def test_nll_composition_and_dequantisation():
         logp = o["logdet"] + o["logn"] + dirac_lr_logp(o["y"], lr)
     ref = -(logp - 256 * math.log(64)) / (256 * math.log(2))
     assert torch.allclose(n.official_bpp, ref, rtol=1e-5)
+    # the official number for an input that already carries the noise: dequantized=True,
+    # and without the flag the value is lower by exactly log2(quant) bits per pixel
+    with torch.no_grad():
+        pre = m.nll(noisy, lr, dequantized=True)
+        plain = m.nll(noisy, lr)
+    assert torch.allclose(pre.official_bpp, n.official_bpp, rtol=1e-5)
+    assert torch.allclose(pre.official_bpp - plain.official_bpp, torch.full((2,), math.log2(64)), atol=1e-5)
+    assert torch.allclose(pre.bits_per_dim - plain.bits_per_dim, torch.full((2,), math.log2(64)), atol=1e-5)
+    with pytest.raises(ValueError):
+        m.nll(noisy, lr, dequantize=True, dequantized=True)
     # without noise, encode is deterministic
     a, _ = m.encode(hr)
     b, _ = m.encode(hr)

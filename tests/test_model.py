@@ -117,20 +117,32 @@ def test_conditioning_features_official_4x(df2k_4x):
     assert used == {0, 1, 2}
 
 
+@pytest.mark.parametrize("tail", ["official", "esrgan"])
 @pytest.mark.parametrize("name", ["tiny_4x", "tiny_8x"])
-def test_conditioning_feature_construction(name):
+def test_conditioning_feature_construction(name, tail):
     """Level feature first, then the stacked RRDB block outputs resized by nearest
     neighbour; fea_up0 = bilinear x0.5 (= 2x2 average) of last_lr_fea; fea_up2/4 are
-    the upconvs of nearest-upsampled maps, taken before the LReLU."""
-    model = make_model(name, seed=2)
+    the upconvs of nearest-upsampled maps.  Official tail: last = h + trunk_conv(h) (h the
+    last block's output) and fea_up2/4 after the LReLU; ESRGAN tail: last = conv_first(x) +
+    trunk_conv(h) and fea_up2/4 before it."""
+    cfg = preset(name)
+    cfg.rrdb.tail = tail
+    model = randomize(SRFlow(cfg), seed=2)
     rrdb, nf = model.RRDB, model.cfg.rrdb.nf
     lr = rand_images(1, 4, 6, seed=7)
+    act = (lambda t: F.leaky_relu(t, 0.2)) if tail == "official" else (lambda t: t)
     with torch.no_grad():
         cond = model.encode_condition(lr, cache=False)
-        last, kept = rrdb.trunk(lr, {0, 1})
+        h = rrdb.conv_first(lr)
+        kept = {}
+        for i, blk in enumerate(rrdb.RRDB_trunk):
+            h = blk(h)
+            kept[i] = h
+        last = (h if tail == "official" else rrdb.conv_first(lr)) + rrdb.trunk_conv(h)
         stack = torch.cat([kept[0], kept[1]], 1)
         up2 = rrdb.upconv1(F.interpolate(last, scale_factor=2, mode="nearest"))
         up4 = rrdb.upconv2(F.interpolate(F.leaky_relu(up2, 0.2), scale_factor=2, mode="nearest"))
+        up2, up4 = act(up2), act(up4)
     f = cond.features
     assert set(f) == ({0, 1, 2} if model.scale == 4 else {0, 1, 2, 4})
     torch.testing.assert_close(f[1], torch.cat([last, stack], 1))
@@ -141,6 +153,26 @@ def test_conditioning_feature_construction(name):
     if model.scale == 8:
         torch.testing.assert_close(f[4][:, :nf], up4)
         torch.testing.assert_close(f[4][:, nf:], stack.repeat_interleave(4, -1).repeat_interleave(4, -2))
+
+
+def test_rrdb_sr_image_is_the_same_network_for_both_tails():
+    """``RRDBNet.forward``: conv_last(lrelu(HRconv(lrelu(up-feature)))) with the tail's residual."""
+    cfg = preset("tiny_4x")
+    model = randomize(SRFlow(cfg), seed=3)
+    r = model.RRDB
+    lr = rand_images(1, 5, 4, seed=1)
+    lre = lambda t: F.leaky_relu(t, 0.2)  # noqa: E731
+    up = lambda t: F.interpolate(t, scale_factor=2, mode="nearest")  # noqa: E731
+    with torch.no_grad():
+        for tail in ("official", "esrgan"):
+            r.tail = tail
+            h = r.conv_first(lr)
+            x = h
+            for blk in r.RRDB_trunk:
+                x = blk(x)
+            last = (x if tail == "official" else h) + r.trunk_conv(x)
+            ref = r.conv_last(lre(r.HRconv(lre(r.upconv2(up(lre(r.upconv1(up(last)))))))))
+            torch.testing.assert_close(r(lr), ref)
 
 
 def test_split_layout_official(df2k_4x):

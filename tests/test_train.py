@@ -245,9 +245,11 @@ def _free_port():
     return p
 
 
-def test_ddp_two_cpu_processes(tmp_path):
-    """torchrun-style launch with 2 gloo ranks: a few steps, replicas stay identical."""
-    cfg = {"model": {"preset": "tiny_4x"},
+@pytest.mark.parametrize("preset_name", ["tiny_4x", "hcflow_tiny_rescaling_4x"])
+def test_ddp_two_cpu_processes(tmp_path, preset_name):
+    """torchrun-style launch with 2 gloo ranks (different batches per rank): a few steps,
+    replicas stay identical, so gradients were averaged (SRFlow and HCFlow rescaling)."""
+    cfg = {"model": {"preset": preset_name},
            "data": {"train_dirs": [str(_photos(tmp_path))], "crop": 32, "batch": 2},
            "optim": {"steps": 4, "freeze_encoder_fraction": 0.5},
            "run": {"dir": str(tmp_path / "run"), "val_every": 0, "log_every": 1, "ckpt_every": 1000}}
