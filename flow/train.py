@@ -515,7 +515,7 @@ class Trainer:
 
     # -- steps -------------------------------------------------------------
     def _batch(self, n, crop=None):
-        hr, lr = self.sampler.batch(n, self.gen, crop)
+        hr, lr = self.sampler.batch(n, self.gen) if crop is None else self.sampler.batch(n, self.gen, crop)
         return hr.to(self.device), lr.to(self.device)
 
     def _wrapped(self, trainable_encoder: bool):
