@@ -186,7 +186,7 @@ def _build_presets() -> dict[str, ModelConfig]:
     # as studio_4x (three conditioning blocks: 256-channel conditioning).
     p["studio_plus_4x"] = ModelConfig(
         name="studio_plus_4x", scale=4, rrdb=RRDBConfig(nf=64, nb=8, gc=32, tail="esrgan"),
-        flow=FlowConfig(K=4, L=3, hidden_channels=64, blocks=[1, 4, 7]))
+        flow=FlowConfig(K=4, L=3, hidden_channels=64, blocks=[1, 4, 7], eps=0.02))
     return p
 
 

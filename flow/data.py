@@ -110,9 +110,10 @@ class CropSampler:
     images: list[np.ndarray]
     crop: int
     scale: int
+    synthetic: float = 0.0     # fraction of crops replaced by :func:`synthetic_crop` patterns
 
     @classmethod
-    def from_dirs(cls, dirs, crop: int, scale: int, zooms=(1.0,)) -> "CropSampler":
+    def from_dirs(cls, dirs, crop: int, scale: int, zooms=(1.0,), synthetic: float = 0.0) -> "CropSampler":
         """Every image of ``dirs`` at each of ``zooms`` (MATLAB-bicubic downscales made
         once here; each (image, zoom) is drawn equally often).  Zooms below 1 put more
         detail into a crop: at ``0.25`` a 2048-px photo becomes a 512-px one, the scale of
@@ -129,7 +130,9 @@ class CropSampler:
                     images.append(zi)
         if not images:
             raise DataError(f"no training image is at least {crop}x{crop} pixels")
-        return cls(images, crop, scale)
+        if not 0 <= synthetic < 1:
+            raise DataError(f"synthetic must lie in [0, 1), got {synthetic}")
+        return cls(images, crop, scale, float(synthetic))
 
     def batch(self, n: int, g: torch.Generator, crop: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` random (HR, LR) crops; ``crop`` overrides the HR crop size (images smaller
@@ -139,6 +142,11 @@ class CropSampler:
         if not any(min(im.shape[:2]) >= c for im in self.images):
             raise DataError(f"no training image is at least {c}x{c} pixels")
         for _ in range(n):
+            if self.synthetic > 0 and float(torch.rand(1, generator=g)) < self.synthetic:
+                p = synthetic_crop(c, g, self.scale)
+                hrs.append(to_tensor(p))
+                lrs.append(to_tensor(make_lr(p, self.scale)))
+                continue
             i = int(torch.randint(len(self.images), (1,), generator=g))
             im = self.images[i]
             while min(im.shape[:2]) < c:      # only with a crop larger than the sampler's own
@@ -159,6 +167,53 @@ class CropSampler:
             hrs.append(to_tensor(p))
             lrs.append(to_tensor(make_lr(p, self.scale)))
         return torch.stack(hrs), torch.stack(lrs)
+
+
+SYNTHETIC_KINDS = ("noise", "flat", "checker", "edge", "bars")
+
+
+def synthetic_crop(c: int, g: torch.Generator, scale: int = 4, kind: str | None = None) -> np.ndarray:
+    """A ``c x c`` HR pattern whose MATLAB-bicubic LR looks like the inputs photos never give:
+    ``noise`` (uniform or Gaussian values in blocks of 1-2 LR pixels, so the LR itself is
+    noise), ``flat`` colour, ``checker`` (periods down to one LR pixel), a hard ``edge``, and
+    saturated colour ``bars``.  Training on a small share of them keeps the flow's
+    conditioning inside the range it has learned on such LRs (see the model card)."""
+    kinds = SYNTHETIC_KINDS
+    k = kind or kinds[int(torch.randint(len(kinds), (1,), generator=g))]
+    rnd = lambda *shape: torch.rand(shape, generator=g).numpy()  # noqa: E731
+    col = lambda: (rnd(3) > 0.5).astype(np.float32) if rnd(1)[0] < 0.5 else rnd(3)  # noqa: E731
+    if k == "noise":
+        block = scale * int(torch.randint(1, 3, (1,), generator=g))
+        m = -(-c // block)
+        if rnd(1)[0] < 0.5:
+            v = rnd(m, m, 3)
+        else:
+            v = np.clip(0.5 + 0.25 * torch.randn((m, m, 3), generator=g).numpy(), 0, 1)
+        img = np.repeat(np.repeat(v, block, 0), block, 1)[:c, :c]
+    elif k == "flat":
+        img = np.broadcast_to(col(), (c, c, 3))
+    elif k == "checker":
+        square = scale * int(2 ** int(torch.randint(0, 3, (1,), generator=g)))   # 1, 2 or 4 LR pixels
+        idx = np.arange(c) // square
+        mask = ((idx[:, None] + idx[None]) % 2).astype(bool)
+        a, b = (np.ones(3, np.float32), np.zeros(3, np.float32)) if rnd(1)[0] < 0.5 else (col(), col())
+        img = np.where(mask[..., None], a, b)
+    elif k == "edge":
+        ang = rnd(1)[0] * 2 * np.pi
+        yy, xx = np.mgrid[:c, :c] - (c - 1) / 2
+        mask = (np.cos(ang) * xx + np.sin(ang) * yy) > (rnd(1)[0] - 0.5) * c / 2
+        img = np.where(mask[..., None], col(), col())
+    elif k == "bars":
+        widths = []
+        while sum(widths) < c:
+            widths.append(int(torch.randint(scale, 4 * scale + 1, (1,), generator=g)))
+        cols = np.concatenate([np.broadcast_to(col(), (w, 3)) for w in widths])[:c]
+        img = np.broadcast_to(cols[None], (c, c, 3))
+        if rnd(1)[0] < 0.5:
+            img = img.transpose(1, 0, 2)
+    else:
+        raise ValueError(f"unknown synthetic kind {k!r}; known: {kinds}")
+    return np.ascontiguousarray(np.clip(np.asarray(img, np.float32) * 255 + 0.5, 0, 255).astype(np.uint8))
 
 
 def gather(out_dir, max_side: int = 2048) -> list[Path]:

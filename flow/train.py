@@ -49,6 +49,7 @@ class DataConfig:
     crop: int = 96                 # HR crop size
     batch: int = 8
     zooms: list[float] = field(default_factory=lambda: [1.0])  # each photo also at these downscales
+    synthetic: float = 0.0         # share of crops replaced by synthetic patterns (noise, checkers, ...)
 
 
 @dataclass
@@ -678,7 +679,8 @@ def main(argv=None):
         backend = "nccl" if torch.cuda.is_available() and a.device != "cpu" else "gloo"
         dist.init_process_group(backend)
     cfg = TrainConfig.load(a.config)
-    sampler = CropSampler.from_dirs(cfg.data.train_dirs, cfg.data.crop, cfg.model.scale, cfg.data.zooms)
+    sampler = CropSampler.from_dirs(cfg.data.train_dirs, cfg.data.crop, cfg.model.scale, cfg.data.zooms,
+                                    cfg.data.synthetic)
     _log(f"{len(sampler.images)} training images (photos x zooms {cfg.data.zooms}) from {cfg.data.train_dirs}")
     tr = Trainer(cfg, device=a.device, resume=a.resume, sampler=sampler, init_from=a.init_from)
     _log(f"model {cfg.model.name}: {sum(p.numel() for p in tr.model.parameters()):,} parameters on {tr.device}")
