@@ -196,11 +196,16 @@ def curve(log_path: Path, path: Path):
     recs = [json.loads(l) for l in open(log_path)]
     tr = [r for r in recs if r["kind"] == "train" and r["stage"] == "flow"]
     enc = [r for r in recs if r["kind"] == "train" and r["stage"] == "encoder"]
-    val = [r for r in recs if r["kind"] == "val"]
+    val = [r for r in recs if r["kind"] == "val" and r.get("stage", "flow") == "flow" and "psnr_t0" in r]
+    enc_val = [r for r in recs if r["kind"] == "val" and r.get("stage") == "encoder"]
     fig, axes = plt.subplots(1, 4, figsize=(18, 3.6))
     if enc:
         axes[0].plot([r["step"] for r in enc], [r["loss"] for r in enc], lw=0.6)
     axes[0].set(title="encoder L1 pre-training", xlabel="step", ylabel="L1")
+    if enc_val:
+        ax = axes[0].twinx()
+        ax.plot([r["step"] for r in enc_val], [r["rrdb_gain"] for r in enc_val], "o-", color="C3")
+        ax.set_ylabel("RRDB gain over bicubic (dB, val)", color="C3")
     if tr:
         x = np.array([r["step"] for r in tr])
         y = np.array([r["loss"] for r in tr])
@@ -267,7 +272,7 @@ def main(argv=None):
         import csv
         recs = [json.loads(l) for l in open(a.log)]
         cols = ["kind", "stage", "step", "loss", "l1", "lr", "step_time", "elapsed", "psnr_t0", "psnr_bicubic",
-                "lr_psnr_t09", "psnr_t09", "nll_bpd"]
+                "lr_psnr_t09", "psnr_t09", "nll_bpd", "rrdb_psnr", "rrdb_gain"]
         with open(out / "training_log.csv", "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(cols)
