@@ -354,3 +354,28 @@ def test_synthetic_patterns_reach_the_lr_and_are_reproducible():
     hr = a[0]
     blocky = (hr[..., ::4, ::4] == hr[..., 1::4, 1::4]).float().mean(dim=(1, 2, 3)) > 0.5
     assert 16 <= int(blocky.sum()) <= 48
+
+
+def test_rescaling_nonfinite_term_skips_the_batch(tmp_path):
+    """A non-finite term of the rescaling loss (here the LR-L2, from a NaN in the bicubic
+    LR target) makes the loss non-finite, so the guard skips the batch: no term is dropped."""
+    d = {"model": {"preset": "hcflow_tiny_rescaling_4x"},
+         "data": {"train_dirs": [str(_photos(tmp_path))], "crop": 32, "batch": 2},
+         "optim": {"steps": 5, "lr": 1e-3},
+         "run": {"dir": str(tmp_path / "run"), "ckpt_every": 1000, "val_every": 0, "log_every": 1}}
+    tr = _trainer(TrainConfig.from_dict(d))
+    tr.run(max_steps=1)
+    before = {k: v.clone() for k, v in tr.model.state_dict().items()}
+    real = tr.sampler.batch
+
+    def poisoned(n, g):
+        hr, lr = real(n, g)
+        lr[0, 0, 0, 0] = float("nan")
+        return hr, lr
+    tr.sampler.batch = poisoned
+    hr, lr = poisoned(2, torch.Generator().manual_seed(0))
+    loss, parts = tr.model.rescaling_loss(hr, lr)
+    assert torch.isfinite(parts["hr_l1"]) and not torch.isfinite(parts["lr_l2"]) and not torch.isfinite(loss)
+    tr.run(max_steps=1)
+    assert tr.skipped == 1
+    assert all(torch.equal(before[k], v) for k, v in tr.model.state_dict().items())
