@@ -2,11 +2,12 @@
 
 Shipped models live in ``assets/`` (:data:`SHIPPED`, name -> path, in menu order).
 ``studio_4x`` (SRFlow) is the default; the HCFlow files are optional and listed when
-present.  Family and kind are read from the loaded model (its config, i.e. the
-file's metadata), never guessed from the file name:
+present.  Family and kind are read from the loaded model (the
+:class:`flow.models.protocol.FlowModel` attributes, from the file's metadata), never
+guessed from the file name:
 
-* family ``"srflow"`` (:class:`flow.model.SRFlow`) or ``"hcflow"`` (:class:`flow.hcflow.HCFlow`);
-* kind ``"sr"`` (super-resolution of a bicubic LR) or ``"rescaling"`` (HCFlow only: a
+* family: a :mod:`flow.models.registry` family (``"srflow"``, ``"hcflow"``);
+* kind ``"sr"`` (super-resolution of a bicubic LR) or ``"rescaling"`` (a
   downscaler/upscaler pair, with ``downscale``/``upscale``/``rescale_roundtrip``).
 
 No Gradio here (tested directly).
@@ -16,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from flow.editing import supports_region
+from flow.models.registry import family
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "assets"
@@ -28,8 +29,6 @@ SHIPPED: dict[str, Path] = {
     "hcflow_rescaling_4x": ASSETS / "hcflow_rescaling_4x.safetensors",
 }
 
-FAMILY_LABEL = {"srflow": "SRFlow", "hcflow": "HCFlow"}
-
 
 def shipped_paths(required: Path | None = None) -> list[Path]:
     """The shipped model files to load by default: ``required`` (default: the first
@@ -37,16 +36,6 @@ def shipped_paths(required: Path | None = None) -> list[Path]:
     then every other shipped file that exists."""
     first = required if required is not None else next(iter(SHIPPED.values()))
     return [first] + [p for p in SHIPPED.values() if p != first and p.is_file()]
-
-
-def family(model) -> str:
-    """``"hcflow"`` or ``"srflow"`` (from the model's config)."""
-    return "hcflow" if getattr(model.cfg, "family", "srflow") == "hcflow" else "srflow"
-
-
-def kind(model) -> str:
-    """``"rescaling"`` or ``"sr"`` (from the model's config)."""
-    return "rescaling" if getattr(model.cfg, "kind", "sr") == "rescaling" else "sr"
 
 
 @dataclass(frozen=True)
@@ -61,7 +50,7 @@ class ModelInfo:
     @property
     def label(self) -> str:
         k = " rescaling" if self.kind == "rescaling" else ""
-        return f"{self.name} · {FAMILY_LABEL[self.family]}{k} · {self.scale}×"
+        return f"{self.name} · {family(self.family).label}{k} · {self.scale}×"
 
     def as_dict(self) -> dict:
         return {"family": self.family, "kind": self.kind, "scale": self.scale, "arch": self.arch,
@@ -69,5 +58,5 @@ class ModelInfo:
 
 
 def describe(name: str, model) -> ModelInfo:
-    return ModelInfo(name, family(model), kind(model), int(model.scale), str(model.cfg.name),
-                     supports_region(model))
+    return ModelInfo(name, model.family, model.kind, int(model.scale), str(model.cfg.name),
+                     bool(model.supports_region))

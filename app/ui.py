@@ -46,17 +46,16 @@ import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from app import limits  # noqa: E402
 from app.images import MAX_BYTES, ImageInputError, fit_max_side, load_rgb  # noqa: E402
 from app.models import describe  # noqa: E402
-from app.models import family as _family  # noqa: E402
-from flow.editing import supports_region  # noqa: E402
 
 log = logging.getLogger("srflow.ui")
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES_DIR = ROOT / "assets" / "examples"
-MAX_SAMPLES = 16
-MIN_LR_SIDE = 8
+MAX_SAMPLES = limits.MAX_SAMPLES
+MIN_LR_SIDE = limits.MIN_LR_SIDE
 SESSION_SUFFIX = ".srflow"
 
 
@@ -585,7 +584,7 @@ class Studio:
                 notes.append(note)
             progress(0.1, desc="Restoring")
             if tab.session is None:        # a session on the photo's own LR, without ground truth
-                from flow.data import make_lr
+                from flow.ops.imresize import make_lr
                 sc = model.scale
                 crop = img[:img.shape[0] // sc * sc, :img.shape[1] // sc * sc]
                 tab.session = _session_mod().EditSession(model, make_lr(crop, sc), **self.history_kw)
@@ -745,7 +744,7 @@ class Studio:
         s = tab.session
         return {
             "loaded": True, "model": tab.model_name, "scale": int(s.scale),
-            "family": _family(s.model), "local_edits": supports_region(s.model),
+            "family": s.model.family, "local_edits": bool(s.model.supports_region),
             "lr_size": [int(s.lr.shape[0]), int(s.lr.shape[1])],
             "hr_size": None if s.current is None else [int(s.current.shape[0]), int(s.current.shape[1])],
             "ground_truth": s.hr is not None, "can_undo": bool(s.can_undo), "can_redo": bool(s.can_redo),

@@ -29,11 +29,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from flow.checkpoint import load_model  # noqa: E402
+from flow import load_model  # noqa: E402
 from flow.data import HELDOUT, HELDOUT_LICENCES, heldout_images, make_lr, to_tensor  # noqa: E402
-from flow.hcflow import quantize_8bit  # noqa: E402
-from flow.imresize import imresize  # noqa: E402
-from flow.metrics import ntire_lr_psnr, pixel_std_diversity, psnr, ssim  # noqa: E402
+from flow.ops.images import quantize_8bit  # noqa: E402
+from flow.ops.imresize import imresize  # noqa: E402
+from flow.ops.metrics import ntire_lr_psnr, pixel_std_diversity, psnr, ssim  # noqa: E402
 
 OUT = ROOT / "assets" / "model_card"
 

@@ -324,7 +324,7 @@ def test_set_model_switches_scale(c):
 
 def test_models_stay_read_only(demo, models, tmp_path):
     """After a full round of edits by clients, the shared models' weights are untouched."""
-    from flow.checkpoint import model_identity
+    from flow.models.checkpoint import model_identity
 
     before = {n: model_identity(m) for n, m in models.items()}
     c = client(demo)

@@ -161,7 +161,7 @@ def test_rescale(c, tmp_path):
         assert 5 < metrics[k] <= 100, (k, metrics)
     m = re.search(r"reconstruction vs HR: PSNR ([\d.]+) dB", st)
     assert m and float(m.group(1)) == pytest.approx(metrics["psnr_reconstruction"], abs=0.01)
-    from flow.metrics import psnr
+    from flow.ops.metrics import psnr
     assert psnr(rec, photo[:100, :96]) == pytest.approx(metrics["psnr_reconstruction"], abs=1e-3)
     # defaults (empty model names): the first rescaling model, an SRFlow model for the comparison
     _, rec2, _, _, metrics2, _ = c.predict(handle_file(p), None, None, api_name="/rescale")

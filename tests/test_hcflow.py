@@ -8,8 +8,10 @@ import torch
 
 from flow import CheckpointError, load_model, save_safetensors
 from flow import editing as E
-from flow.hcflow import (HC_PRESETS, Affine, Affine3Shift, ConditionalFlow, HCFlow, HCFlowConfig, HCStep, Haar,
-                         SqueezeLayer, dirac_lr_logp, hcflow_from_official_yaml)
+from flow.layers.hcflow import Affine, Affine3Shift, Haar, HCStep, SqueezeLayer
+from flow.models.hcflow import ConditionalFlow, HCFlow
+from flow.models.hcflow_config import HC_PRESETS, HCFlowConfig, hcflow_from_official_yaml
+from flow.models.hcflow_losses import dirac_lr_logp
 
 KEYS = Path(__file__).parent / "data" / "keys"
 OFFICIAL = [("hcflow_sr_df2k_4x", "hcflow_sr_df2k4x", 23_232_539),

@@ -13,9 +13,9 @@ import torch
 import yaml
 from PIL import Image
 
-from flow.checkpoint import load_model
+from flow import load_model
 from flow.data import CropSampler, DataError
-from flow.imresize import imresize
+from flow.ops.imresize import imresize
 from flow.train import TrainConfig, Trainer, main as train_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,8 +129,8 @@ def test_nonfinite_batch_is_skipped(tmp_path):
     before = {k: v.clone() for k, v in tr.model.state_dict().items()}
     real = tr.sampler.batch
 
-    def poisoned(n, g):
-        hr, lr = real(n, g)
+    def poisoned(n, g, crop=None):
+        hr, lr = real(n, g, crop)
         hr[0, 0, 0, 0] = float("nan")
         return hr, lr
     tr.sampler.batch = poisoned

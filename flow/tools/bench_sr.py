@@ -1,5 +1,5 @@
 """Benchmark section: time and peak memory of ``python -m flow.sr`` (imported by
-``python -m flow.bench``; also runnable alone: ``python -m flow.bench_sr [--quick]``).
+``python -m flow.bench``; also runnable alone: ``python -m flow.tools.bench_sr [--quick]``).
 
 For each architecture -- the shipped model (``assets/studio_4x.safetensors`` when
 present, else the ``studio_4x`` preset with random weights) and the official DF2K 4x
@@ -60,7 +60,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "assets" / "studio_4x.safetensors"
 
 
@@ -78,15 +78,14 @@ def _model_file(name: str, tmp: Path) -> tuple[Path, str]:
     """(path, description) of the model to benchmark for architecture ``name``."""
     import torch
 
-    from .checkpoint import save_safetensors
-    from .config import preset
-    from .model import SRFlow
+    from ..models.checkpoint import save_safetensors
+    from ..models.registry import build, preset
 
     if name == "studio_4x" and SHIPPED.is_file():
         return SHIPPED, "shipped weights"
     torch.manual_seed(0)
     path = tmp / f"{name}_random.safetensors"
-    save_safetensors(SRFlow(preset(name)).eval(), path)
+    save_safetensors(build(preset(name)).eval(), path)
     return path, "random weights"
 
 
@@ -97,7 +96,7 @@ def estimate_untiled_mb(model_path: Path, lr: int) -> float:
     GiB over the baseline; this estimate gives 6.1 and 13.9.)"""
     import torch
 
-    from .checkpoint import load_model
+    from ..models.checkpoint import load_model
 
     model = load_model(model_path, device="cpu")
     with torch.inference_mode():
@@ -229,7 +228,7 @@ def run(args) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m flow.bench_sr")
+    ap = argparse.ArgumentParser(prog="python -m flow.tools.bench_sr")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1, help="torch threads of each child (default 1)")
