@@ -11,15 +11,17 @@ from ..layers.invertible import ActNorm, ConvNorm, FlowStep, ZeroConv
 
 @torch.no_grad()
 def randomize(model: torch.nn.Module, seed: int = 0, scale: float = 1.0,
-              weight_std: float = 1e-3) -> torch.nn.Module:
+              weight_std: float = 1e-3, expand: float = 0.15) -> torch.nn.Module:
     """Give non-trivial weights to the parts that start as the identity (in place;
     returns ``model``).
 
     Zero-initialised convs (coupling/injector/split-prior/HCFlow-prior outputs and
     HCFlow's dense-block output convs; weights with std ``weight_std``) and every ActNorm
-    get small random values; SRFlow's flow-step ActNorms expand slightly (+0.15 log-scale),
-    as trained ones do against the couplings' sigmoid(.+2) < 1 contraction, so that
-    float32 inversion stays accurate and random-weight decodes stay bounded.  SRFlow-DA
+    get small random values; SRFlow's flow-step ActNorms expand slightly (``expand x scale``
+    added to their log-scale), as trained ones do against the couplings' sigmoid(.+2) < 1
+    contraction, so that float32 inversion stays accurate and random-weight decodes stay
+    bounded (deep flows, e.g. the official DF2K architecture, need ``expand`` ~0.22 to
+    keep tau = 0.8 decodes within a few units).  SRFlow-DA
     hidden convs get variance-preserving weights and random biases.  Invertible 1x1 convs
     (random orthogonal already; random matrices would be ill-conditioned), the RRDBs and
     SRFlow's coupling hidden convs keep their initialisation.  ``scale`` multiplies all
@@ -47,7 +49,7 @@ def randomize(model: torch.nn.Module, seed: int = 0, scale: float = 1.0,
             rnd(m.bias, 0.1)
             rnd(m.logs, 0.05 if id(m) in flow_norms else 0.1)
             if id(m) in flow_norms:
-                m.logs.add_(0.15 * scale)
+                m.logs.add_(expand * scale)
             m.inited.fill_(True)
         elif isinstance(m, DenseNet5):
             rnd(m.conv5.weight, weight_std)

@@ -80,7 +80,7 @@ def load_bench_model(arch: str, seed: int = 0):
 
         return load_model(SHIPPED, device="cpu").eval(), "shipped weights"
     torch.manual_seed(seed)
-    return randomize(build(preset(arch)), seed).eval(), "random weights"
+    return randomize(build(preset(arch)), seed, expand=0.22).eval(), "random weights"
 
 
 def bench_lr(side: int, seed: int = 0) -> torch.Tensor:

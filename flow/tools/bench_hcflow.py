@@ -31,7 +31,7 @@ def _models(kind: str):
 
     official = "hcflow_sr_df2k_4x" if kind == "sr" else "hcflow_rescaling_df2k_4x"
     torch.manual_seed(0)
-    out = [(official, "random weights", randomize(build(preset(official))).eval())]
+    out = [(official, "random weights", randomize(build(preset(official)), weight_std=1e-3, scale=0.5).eval())]
     shipped = ROOT / "assets" / f"hcflow_{kind}_4x.safetensors"
     if shipped.is_file():
         out.append((shipped.stem, "shipped weights", load_model(shipped, device="cpu")))
