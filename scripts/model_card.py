@@ -8,7 +8,7 @@
 
 Writes OUT/{metrics.json, training_curve.png, samples.png, training_log.csv} (OUT defaults
 to assets/model_card); the numbers are then quoted in the MODEL_CARD*.md files.  Metrics
-follow flow.metrics (RGB, no shave; LR-PSNR is the NTIRE definition, PSNR(D(sr), D(gt)),
+follow flow.ops.metrics (RGB, no shave; LR-PSNR is the NTIRE definition, PSNR(D(sr), D(gt)),
 which equals the consistency PSNR(D(sr), LR) here since the LR is D(gt)).  A rescaling
 model is measured by its round trip (flow downscale -> 8-bit -> flow upscale at tau 0)
 against bicubic downscale -> the shipped SRFlow at tau 0.

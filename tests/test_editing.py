@@ -1,4 +1,4 @@
-"""Tests of the latent editing engine (flow/editing.py): masks, region resampling,
+"""Tests of the latent editing engine (flow/editing/): masks, region resampling,
 normalization (eqs. 6-7), LR projection, the non-finite guard, content transfer."""
 from __future__ import annotations
 

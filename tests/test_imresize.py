@@ -1,4 +1,4 @@
-"""Tests for flow.imresize (MATLAB bicubic port)."""
+"""Tests for flow.ops.imresize (MATLAB bicubic port)."""
 import numpy as np
 import pytest
 from PIL import Image

@@ -1,4 +1,4 @@
-"""Tests for flow.metrics against hand-computed values on tiny images."""
+"""Tests for flow.ops.metrics against hand-computed values on tiny images."""
 import math
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Tests of the editing session (app/session.py) with the small trained fixture
+"""Tests of the editing session (app/session/) with the small trained fixture
 ``tests/data/tiny_trained_4x.safetensors`` (made by tests/make_fixture.py)."""
 from __future__ import annotations
 

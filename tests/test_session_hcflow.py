@@ -1,4 +1,4 @@
-"""The editing session (app/session.py) and the editing engine (flow/editing.py) on an
+"""The editing session (app/session/) and the editing engine (flow/editing/) on an
 HCFlow SR model: every session op, the full-image fallbacks of the windowed
 decode/encode, and what the results say about HCFlow's global region edits.
 

@@ -148,7 +148,7 @@ def test_tiled_vs_untiled_trained_fixture():
 
 def test_window_is_bounded_by_tile_not_image():
     """What bounds the memory: the largest LR window encoded/decoded depends on the
-    tile and margin only (peak RSS is measured in flow.bench_sr)."""
+    tile and margin only (peak RSS is measured in flow.tools.bench_sr)."""
     model = make_model("tiny_4x")
     wins = []
     for size in (40, 80):

@@ -76,19 +76,19 @@ class History:
 
     def undo(self, now: Snapshot) -> Snapshot | None:
         """The state to restore (None: nothing to undo); ``now`` becomes redoable."""
-        if not self.undo_stack:
-            return None
-        st = self.undo_stack.pop()
-        now.label = st.label
-        self.redo_stack.append(now)
-        return st
+        return self._move(self.undo_stack, self.redo_stack, now)
 
     def redo(self, now: Snapshot) -> Snapshot | None:
-        if not self.redo_stack:
+        """The state to restore (None: nothing to redo); ``now`` becomes undoable."""
+        return self._move(self.redo_stack, self.undo_stack, now)
+
+    @staticmethod
+    def _move(src: list, dst: list, now: Snapshot) -> Snapshot | None:
+        if not src:
             return None
-        st = self.redo_stack.pop()
+        st = src.pop()
         now.label = st.label
-        self.undo_stack.append(now)
+        dst.append(now)
         return st
 
     def nbytes(self, live: Snapshot) -> int:

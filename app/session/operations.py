@@ -504,20 +504,20 @@ class EditSession:
         return OpResult(self.current, metrics, label, seconds, {}, [])
 
     def undo(self) -> OpResult | None:
-        t0 = time.perf_counter()
-        st = self.history.undo(self._snapshot())
-        if st is None:
-            return None
-        self._restore_state(st)
-        return self._replay(f"undo {st.label}", t0)
+        """Back to the state before the last operation (None: nothing to undo)."""
+        return self._travel("undo", self.history.undo)
 
     def redo(self) -> OpResult | None:
+        """Forward again (None: nothing to redo)."""
+        return self._travel("redo", self.history.redo)
+
+    def _travel(self, word: str, step) -> OpResult | None:
         t0 = time.perf_counter()
-        st = self.history.redo(self._snapshot())
+        st = step(self._snapshot())
         if st is None:
             return None
         self._restore_state(st)
-        return self._replay(f"redo {st.label}", t0)
+        return self._replay(f"{word} {st.label}", t0)
 
     # ------------------------------------------------------------------ files
     def save(self, path) -> None:

@@ -487,20 +487,18 @@ class Studio:
     # -- history / files ------------------------------------------------------------
     @guarded
     def undo(self, tab):
-        sess = self._need(tab)
-        with tab.lock:
-            res = sess.undo()
-        if res is None:
-            return tab, self.files.png(sess.current), "nothing to undo"
-        return tab, self.files.png(res.image), status_text(res)
+        return self._travel(tab, "undo")
 
     @guarded
     def redo(self, tab):
+        return self._travel(tab, "redo")
+
+    def _travel(self, tab, word: str):
         sess = self._need(tab)
         with tab.lock:
-            res = sess.redo()
+            res = getattr(sess, word)()
         if res is None:
-            return tab, self.files.png(sess.current), "nothing to redo"
+            return tab, self.files.png(sess.current), f"nothing to {word}"
         return tab, self.files.png(res.image), status_text(res)
 
     @guarded

@@ -30,6 +30,18 @@ def image_files(folder, recursive: bool = False) -> list[Path]:
     return sorted(f for f in found if f.suffix.lower() in IMAGE_EXTS and f.is_file())
 
 
+def list_images(folder, what: str = "image", recursive: bool = False) -> list[Path]:
+    """:func:`image_files` of a folder that must exist and hold images; :class:`DataError`
+    naming the folder (``what``: "training", "GT", ...) otherwise."""
+    p = Path(folder)
+    if not p.is_dir():
+        raise DataError(f"{what} folder does not exist: {p}")
+    files = image_files(p, recursive)
+    if not files:
+        raise DataError(f"{what} folder {p} contains no images ({', '.join(IMAGE_EXTS)})")
+    return files
+
+
 def read_rgb(path) -> np.ndarray:
     """uint8 HxWx3 (grayscale/alpha/16-bit converted); raises :class:`DataError` if unreadable."""
     from PIL import Image

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..ops.images import IMAGE_EXTS, DataError, image_files, read_rgb, to_tensor
+from ..ops import images
+from ..ops.images import IMAGE_EXTS, DataError, read_rgb, to_tensor
 from ..ops.imresize import imresize, make_lr
 
 __all__ = ["IMAGE_EXTS", "DataError", "read_rgb", "to_tensor", "make_lr", "HELDOUT", "HELDOUT_LICENCES",
@@ -43,16 +44,7 @@ def list_images(dirs) -> list[Path]:
     """All image files under ``dirs`` (recursive); clear errors for missing/empty folders."""
     if isinstance(dirs, (str, Path)):
         dirs = [dirs]
-    files = []
-    for d in dirs:
-        p = Path(d)
-        if not p.is_dir():
-            raise DataError(f"training folder does not exist: {p}")
-        found = image_files(p, recursive=True)
-        if not found:
-            raise DataError(f"training folder has no images ({', '.join(IMAGE_EXTS)}): {p}")
-        files += found
-    return files
+    return [f for d in dirs for f in images.list_images(d, "training", recursive=True)]
 
 
 def heldout_images(names=HELDOUT[:4], crop: int | None = 256, multiple: int = 8) -> dict[str, np.ndarray]:

@@ -33,7 +33,7 @@ Output layout (model mode)::
 With ``--sr-dir`` the run directory is ``OUT`` itself (``per_image.csv``,
 ``per_sample.csv``, ``summary.json``) and the temperature is null.
 
-Metrics (exact definitions in the project's evaluation spec and :mod:`flow.metrics`); per
+Metrics (exact definitions in the project's evaluation spec and :mod:`flow.ops.metrics`); per
 image the value is the mean over its samples unless stated:
 
 * ``psnr_rgb``, ``ssim_rgb``: uint8 RGB, full image, no shave (SRFlow test.py);

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..ops.images import IMAGE_EXTS, DataError, image_files, read_rgb
+from ..ops import images
+from ..ops.images import DataError, read_rgb
 
 INF_ENCODING = ('+inf/-inf are written as the JSON strings "inf"/"-inf" (NaN as null); '
                 'CSV cells use "inf". Means that include +inf are +inf (no capping).')
@@ -104,13 +105,11 @@ def fail(msg: str):
 
 
 def list_images(folder, what: str) -> list[Path]:
-    p = Path(folder)
-    if not p.is_dir():
-        fail(f"{what} folder does not exist: {p}")
-    files = image_files(p)
-    if not files:
-        fail(f"{what} folder {p} contains no images ({', '.join(IMAGE_EXTS)})")
-    return files
+    """The images of a folder (:func:`flow.ops.images.list_images`); errors end the command."""
+    try:
+        return images.list_images(folder, what)
+    except DataError as e:
+        fail(str(e))
 
 
 def read_image(path) -> np.ndarray:

@@ -37,20 +37,9 @@ one tile is processed whole, bit-identical to :meth:`SRFlow.sample`):
   them into a temporary file instead, generated in chunks and read back per tile
   row by row.
 
-Measured seam (tiled vs untiled SR of the same LR, same seed, tau 0.8; |delta| on the
-0..255 scale; a difference of 1 is a rounding flip from float noise):
-
-* trained ``tiny_4x`` fixture (tests/data), astronaut LR 128x122, tile 48, overlap 8:
-  margin 0: mean 2.4e-2, max 3; margin 4: mean 8.5e-4, max 1; margin 8: mean 1.7e-5,
-  max 1; margin 16: mean 1.3e-5, max 1 (tau 0: same orders of magnitude);
-* ``studio_4x`` architecture, random weights, astronaut LR 96x90, tile 48, overlap 8:
-  margin 0: mean 0.10, max 11; margin 8: mean 3.9e-5, max 1;
-* ``studio_4x`` architecture, random weights, retina LR 256x250, the defaults (tile
-  128, overlap 16, 9 tiles): margin 0: mean 1.6e-2, max 3; margin 16 (default): mean
-  2.3e-5, max 1.
-
-Bound asserted in tests/test_sr.py: mean |delta| <= 0.01 and max |delta| <= 2, while
-the same tiling without margin is asserted to exceed it (so the test can fail).
+Bound asserted in tests/test_sr.py (tiled vs untiled, same seed, on the 0..255 scale):
+mean |delta| <= 0.01 and max |delta| <= 2, while the same tiling without margin is
+asserted to exceed it (so the test can fail).  Measured seams: ``docs/MEASUREMENTS.md``.
 """
 from __future__ import annotations
 
@@ -65,7 +54,7 @@ import numpy as np
 import torch
 
 from ..models.protocol import Condition, FlowModel, Latents
-from ..ops.images import IMAGE_EXTS, image_files, lr_tensor, pad_to_multiple, to_uint8
+from ..ops.images import DataError, list_images, lr_tensor, pad_to_multiple, to_uint8
 DEFAULT_PATTERN = "{stem}_x{scale}_t{temperature}_s{seed}.png"
 _CHUNK = 1 << 20          # latent values generated per randn call (a multiple of 16)
 
@@ -293,7 +282,7 @@ def super_resolve(model: FlowModel, lr: np.ndarray, temperature: float = 0.8, se
     H, W = h * s, w * s
     Wp = wp * s
     outs = [np.empty((H, W, 3), np.uint8) for _ in range(n)]
-    dev, dtype = model.device, next(model.parameters()).dtype
+    dev, dtype = model.device, model.dtype
     store = LatentStore(model, hp * s, wp * s, temperature, seed, n, backend=latents)
     if stats is not None:
         stats.update(tiles=len(ys) * len(xs), latent_backend=store.backend,
@@ -377,10 +366,10 @@ def collect_inputs(inputs) -> list[Path]:
     for s in inputs:
         p = Path(s)
         if p.is_dir():
-            found = image_files(p)
-            if not found:
-                raise SystemExit(f"error: folder {p} contains no images ({', '.join(IMAGE_EXTS)})")
-            files += found
+            try:
+                files += list_images(p, "input")
+            except DataError as e:
+                raise SystemExit(f"error: {e}") from None
         elif p.is_file():
             files.append(p)
         else:
@@ -441,7 +430,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(a.threads)
     files = collect_inputs(a.inputs)
     from ..models.checkpoint import load_model
-    from ..ops.images import DataError, read_rgb
+    from ..ops.images import read_rgb
 
     try:
         model = load_model(a.model, config=a.config, device=a.device)
