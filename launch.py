@@ -38,6 +38,8 @@ if str(ROOT) not in sys.path:
 
 DEFAULT_MODEL = ROOT / "assets" / "studio_4x.safetensors"     # required when no --model is given
 
+from app import limits  # noqa: E402  (constants only: nothing heavy is imported)
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="launch.py", description="SRFlow Studio: explorable super-resolution "
@@ -54,14 +56,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     p.add_argument("--share", action="store_true",
                    help="create a public gradio.live link (needs outside network; off by default)")
-    p.add_argument("--max-side", type=int, default=256,
-                   help="largest LR side in pixels; larger inputs are downsized (default 256)")
+    p.add_argument("--max-side", type=int, default=limits.MAX_LR_SIDE,
+                   help=f"largest LR side in pixels; larger inputs are downsized (default {limits.MAX_LR_SIDE})")
     p.add_argument("--queue-size", type=int, default=16, help="max queued requests (default 16)")
     p.add_argument("--concurrency", type=int, default=1,
                    help="requests processed at the same time (default 1)")
     p.add_argument("--max-file-size", default="20mb", help="upload size limit (default 20mb)")
-    p.add_argument("--history-mb", type=int, default=256,
-                   help="memory of the undo history per browser tab, in MB (default 256)")
+    p.add_argument("--history-mb", type=int, default=limits.HISTORY_MB,
+                   help=f"memory of the undo history per browser tab, in MB (default {limits.HISTORY_MB})")
     a = p.parse_args(argv)
     for name in ("max_side", "queue_size", "concurrency", "port", "history_mb"):
         if getattr(a, name) < 1:

@@ -1,8 +1,9 @@
 """Model-level app features that are not an editing session: image rescaling with an
 HCFlow rescaling model, and a side-by-side comparison of models on one LR.
 
-No Gradio here; ``app/ui.py`` wraps these functions.  Images are uint8 HxWx3 numpy
-arrays; bad arguments raise ``ValueError`` with a message meant for the user.
+No Gradio here; :mod:`app.ui` wraps these functions.  Images are uint8 HxWx3 numpy
+arrays; bad arguments raise ``ValueError`` with a message meant for the user; limits
+come from :mod:`app.limits`.
 
 * :func:`rescale` -- the rescaling round trip of an HR photo: the flow's own 8-bit LR
   (``model.downscale``), the reconstruction from it (``model.upscale`` at tau 0, i.e.
@@ -22,31 +23,15 @@ import numpy as np
 import torch
 
 from flow import editing as E
-from flow.data import make_lr, to_tensor
-from flow.imresize import imresize
-from flow.metrics import lr_psnr, psnr, ssim
+from flow.ops.images import to_tensor, to_uint8
+from flow.ops.imresize import imresize, make_lr
+from flow.ops.metrics import lr_psnr, psnr, ssim
 
-from .models import describe, kind
-
-#: metrics are capped here (identical images have infinite PSNR)
-PSNR_CAP = 100.0
-MIN_LR_SIDE = 4
-
-
-def _check_image(img, what: str) -> np.ndarray:
-    from .session import _check_image as check
-
-    return check(img, what)
-
-
-def _to_uint8(x: torch.Tensor) -> np.ndarray:
-    """(3, H, W) float tensor in [0, 1] units -> uint8 HxWx3 (clipped, rounded)."""
-    a = x.detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy()
-    return (a * 255.0 + 0.5).astype(np.uint8)
-
-
-def _cap(v: float) -> float:
-    return float(min(v, PSNR_CAP))
+from .images import check_image
+from .limits import MIN_LR_SIDE
+from .models import describe
+from .session.metrics import cap
+from .session.operations import check_seed, check_temperature
 
 
 def crop_to_multiple(img: np.ndarray, multiple: int) -> tuple[np.ndarray, str | None]:
@@ -64,14 +49,10 @@ def crop_to_multiple(img: np.ndarray, multiple: int) -> tuple[np.ndarray, str | 
 @torch.no_grad()
 def sample_sr(model, lr: np.ndarray, temperature: float = 0.0, seed: int = 0):
     """One SR sample of a uint8 LR: (uint8 image, guard warnings)."""
-    dev, dtype = model.device, next(model.parameters()).dtype
-    lr_t = to_tensor(lr)[None].to(dev, dtype)
-    cond = model.encode_condition(lr_t)
+    cond = model.encode_condition(to_tensor(lr)[None].to(model.device, model.dtype))
     lat = model.draw_latents(cond, float(temperature), int(seed), 1)
-    H, W = lr.shape[0] * model.scale, lr.shape[1] * model.scale
-    fallback = to_tensor(imresize(lr, float(model.scale)))[None].to(dev, dtype)
-    x, _, warns = E.guard_decode(lambda z: model.decode(cond, z), lat, (0, H, 0, W), fallback=fallback)
-    return _to_uint8(x[0]), warns
+    imgs, _, warns = E.Renderer(model, cond, imresize(lr, float(model.scale))).full(lat)
+    return to_uint8(imgs[0]), warns
 
 
 # ----------------------------------------------------------------------------
@@ -108,35 +89,35 @@ def rescale(rescaler, hr: np.ndarray, sr_model=None, sr_name: str | None = None)
     * ``psnr_bicubic_up``: bicubic upscaling of the bicubic LR vs HR.
     """
     t0 = time.perf_counter()
-    if kind(rescaler) != "rescaling" or not hasattr(rescaler, "rescale_roundtrip"):
+    if rescaler.kind != "rescaling":
         raise ValueError(f"{rescaler.cfg.name} is not a rescaling model (pick an HCFlow rescaling model)")
     s = int(rescaler.scale)
     if sr_model is not None and int(sr_model.scale) != s:
         raise ValueError(f"the comparison SR model is {sr_model.scale}× but the rescaling model is {s}×")
-    img = _check_image(hr, "the HR photo")
+    img = check_image(hr, "the HR photo")
     img, note = crop_to_multiple(img, s)
     notes = [note] if note else []
     if min(img.shape[:2]) < MIN_LR_SIDE * s:
         raise ValueError(f"the HR photo is {hr.shape[1]}×{hr.shape[0]}: at least "
                          f"{MIN_LR_SIDE * s}×{MIN_LR_SIDE * s} pixels are needed for {s}×")
-    dev, dtype = rescaler.device, next(rescaler.parameters()).dtype
+    dev, dtype = rescaler.device, rescaler.dtype
     flow_lr_t, rec_t = rescaler.rescale_roundtrip(to_tensor(img)[None].to(dev, dtype))
     warnings = []
     if not bool(torch.isfinite(rec_t).all()):
         warnings.append("the reconstruction has non-finite pixels (shown as black)")
         rec_t = torch.nan_to_num(rec_t, nan=0.0)
-    flow_lr, rec = _to_uint8(flow_lr_t[0]), _to_uint8(rec_t[0])
+    flow_lr, rec = to_uint8(flow_lr_t[0]), to_uint8(rec_t[0])
     bic_lr = make_lr(img, s)
     bic_up = imresize(bic_lr, float(s))
-    metrics = {"lr_psnr_flow_vs_bicubic": _cap(psnr(flow_lr, bic_lr)),
-               "psnr_reconstruction": _cap(psnr(rec, img)), "ssim_reconstruction": float(ssim(rec, img)),
-               "psnr_bicubic_up": _cap(psnr(bic_up, img)),
-               "lr_psnr_reconstruction": _cap(lr_psnr(rec, flow_lr, s))}
+    metrics = {"lr_psnr_flow_vs_bicubic": cap(psnr(flow_lr, bic_lr)),
+               "psnr_reconstruction": cap(psnr(rec, img)), "ssim_reconstruction": float(ssim(rec, img)),
+               "psnr_bicubic_up": cap(psnr(bic_up, img)),
+               "lr_psnr_reconstruction": cap(lr_psnr(rec, flow_lr, s))}
     sr = None
     if sr_model is not None:
         sr, w = sample_sr(sr_model, bic_lr, 0.0, 0)
         warnings += [f"SR model: {m}" for m in w]
-        metrics["psnr_sr_from_bicubic"] = _cap(psnr(sr, img))
+        metrics["psnr_sr_from_bicubic"] = cap(psnr(sr, img))
         metrics["ssim_sr_from_bicubic"] = float(ssim(sr, img))
         if sr_name:
             metrics["sr_model"] = sr_name
@@ -164,26 +145,26 @@ def compare(models: dict, lr: np.ndarray, hr: np.ndarray | None = None, temperat
     with the same seed and temperature, with LR-PSNR (and PSNR/SSIM vs ``hr``)."""
     if not models:
         raise ValueError("choose at least one model to compare")
-    lr = _check_image(lr, "the LR image")
+    lr = check_image(lr, "the LR image")
     if min(lr.shape[:2]) < MIN_LR_SIDE:
         raise ValueError(f"the LR image is {lr.shape[1]}×{lr.shape[0]}: at least {MIN_LR_SIDE} px per side")
-    tau, seed = E._check_tau(temperature), E._check_seed(seed)
+    tau, seed = check_temperature(temperature), check_seed(seed)
     scales = {int(m.scale) for m in models.values()}
     if len(scales) != 1:
         raise ValueError("the models to compare must have the same scale, got "
                          + ", ".join(f"{n} {m.scale}×" for n, m in models.items()))
     s = scales.pop()
     if hr is not None:
-        hr = _check_image(hr, "the HR ground truth")
+        hr = check_image(hr, "the HR ground truth")
         if hr.shape[:2] != (lr.shape[0] * s, lr.shape[1] * s):
             hr = None
     out = []
     for name, model in models.items():
         t0 = time.perf_counter()
         img, warns = sample_sr(model, lr, tau, seed)
-        m = {"lr_psnr": _cap(lr_psnr(img, lr, s))}
+        m = {"lr_psnr": cap(lr_psnr(img, lr, s))}
         if hr is not None:
-            m["psnr"] = _cap(psnr(img, hr))
+            m["psnr"] = cap(psnr(img, hr))
             m["ssim"] = float(ssim(img, hr))
         out.append(CompareItem(name, describe(name, model), img, m, time.perf_counter() - t0, warns))
     return out

@@ -33,6 +33,9 @@ before it reaches the model.  It is strict on purpose:
 
 The caller gets ``(array, notes)``: ``notes`` are short human-readable strings
 about conversions that happened (shown in the app's status line).
+
+Arrays handed to the session and engine directly (the Python API) are checked by
+:func:`check_image`.
 """
 from __future__ import annotations
 
@@ -44,10 +47,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from app.limits import MAX_UPLOAD_BYTES as MAX_BYTES          # same as the server's upload limit
+from app.limits import MAX_UPLOAD_PIXELS as MAX_PIXELS        # decoded pixels (e.g. 4000×4000)
+from app.limits import MIN_UPLOAD_SIDE as MIN_SIDE
+
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
-MAX_BYTES = 20 * 1024 * 1024          # 20 MB, same as the server's upload limit
-MAX_PIXELS = 16_000_000               # 16 megapixels decoded (e.g. 4000×4000)
-MIN_SIDE = 8
 
 # Second line of defence: Pillow warns above this and raises above twice this.
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
@@ -193,3 +197,22 @@ def to_png_bytes(img: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.asarray(img, dtype=np.uint8)).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def check_image(img, what: str) -> np.ndarray:
+    """An image array for the session/engine: uint8 HxWx3 (HxW grey and HxWx4 RGBA are
+    converted, alpha dropped); ``ValueError`` naming ``what`` otherwise."""
+    if img is None:
+        raise ValueError(f"{what}: no image given")
+    a = np.asarray(img)
+    if a.dtype != np.uint8:
+        raise ValueError(f"{what} must be a uint8 image (got dtype {a.dtype})")
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=2)
+    if a.ndim != 3 or a.shape[2] not in (3, 4):
+        raise ValueError(f"{what} must be an HxWx3 RGB image (got shape {a.shape})")
+    if a.shape[2] == 4:
+        a = a[..., :3]
+    if min(a.shape[:2]) < 1:
+        raise ValueError(f"{what} is empty (shape {a.shape})")
+    return np.ascontiguousarray(a)

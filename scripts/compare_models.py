@@ -28,11 +28,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from flow.checkpoint import load_model  # noqa: E402
+from flow import load_model  # noqa: E402
 from flow.data import HELDOUT, heldout_images, make_lr, to_tensor  # noqa: E402
-from flow.imresize import imresize  # noqa: E402
-from flow.metrics import ntire_lr_psnr, psnr  # noqa: E402
-from flow.rrdb import RRDBNet  # noqa: E402
+from flow.models.rrdb import RRDBNet  # noqa: E402
+from flow.ops.imresize import imresize  # noqa: E402
+from flow.ops.metrics import ntire_lr_psnr, psnr  # noqa: E402
 from model_card import measure, timing, to_u8  # noqa: E402
 
 

@@ -8,7 +8,7 @@
 
 Writes OUT/{metrics.json, training_curve.png, samples.png, training_log.csv} (OUT defaults
 to assets/model_card); the numbers are then quoted in the MODEL_CARD*.md files.  Metrics
-follow flow.metrics (RGB, no shave; LR-PSNR is the NTIRE definition, PSNR(D(sr), D(gt)),
+follow flow.ops.metrics (RGB, no shave; LR-PSNR is the NTIRE definition, PSNR(D(sr), D(gt)),
 which equals the consistency PSNR(D(sr), LR) here since the LR is D(gt)).  A rescaling
 model is measured by its round trip (flow downscale -> 8-bit -> flow upscale at tau 0)
 against bicubic downscale -> the shipped SRFlow at tau 0.
@@ -29,11 +29,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from flow.checkpoint import load_model  # noqa: E402
+from flow import load_model  # noqa: E402
 from flow.data import HELDOUT, HELDOUT_LICENCES, heldout_images, make_lr, to_tensor  # noqa: E402
-from flow.hcflow import quantize_8bit  # noqa: E402
-from flow.imresize import imresize  # noqa: E402
-from flow.metrics import ntire_lr_psnr, pixel_std_diversity, psnr, ssim  # noqa: E402
+from flow.ops.images import quantize_8bit  # noqa: E402
+from flow.ops.imresize import imresize  # noqa: E402
+from flow.ops.metrics import ntire_lr_psnr, pixel_std_diversity, psnr, ssim  # noqa: E402
 
 OUT = ROOT / "assets" / "model_card"
 

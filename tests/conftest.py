@@ -12,51 +12,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from flow import SRFlow, preset  # noqa: E402
-from flow.layers import ActNorm, ConvNorm, FlowStep, ZeroConv  # noqa: E402
+from flow.models.randomize import randomize  # noqa: E402,F401  (the project's one weight randomiser)
 
 torch.set_num_threads(1)
-
-
-@torch.no_grad()
-def randomize(model: torch.nn.Module, seed: int = 0, scale: float = 1.0,
-              weight_std: float = 1e-3) -> torch.nn.Module:
-    """Give non-trivial weights to the parts that start as the identity.
-
-    Zero-initialised convs (coupling/injector/split-prior outputs; weights with
-    std ``weight_std``) and every ActNorm get small random values, so that every
-    layer really transforms its input; the flow steps' ActNorms expand slightly, as
-    trained ones do, so that float32 inversion stays accurate.  SRFlow-DA hidden
-    convs get variance-preserving weights and random biases.  Invertible 1x1 convs
-    are left alone (random orthogonal already; random matrices would be
-    ill-conditioned), and so are the RRDB and the SRFlow coupling hidden convs.
-    ``scale`` multiplies all the random values.
-    """
-    g = torch.Generator().manual_seed(seed)
-
-    def rnd(t, std):
-        t.copy_(torch.randn(t.shape, generator=g, dtype=torch.float64).to(t.dtype) * std * scale)
-
-    flow_norms = {id(m.actnorm) for m in model.modules() if isinstance(m, FlowStep)}
-    for m in model.modules():
-        if isinstance(m, ZeroConv):
-            rnd(m.weight, weight_std)
-            rnd(m.bias, 0.1)
-            rnd(m.logs, 0.05)
-        elif isinstance(m, ConvNorm) and m.actnorm is None:
-            # SRFlow-DA hidden convs (bias, no actnorm): variance-preserving weights
-            # so that deep stacks (DA-D) do not blow up with random weights.
-            fan_in = m.weight[0].numel()
-            rnd(m.weight, 0.7 / fan_in ** 0.5)
-            rnd(m.bias, 0.1)
-        elif isinstance(m, ActNorm):
-            rnd(m.bias, 0.1)
-            rnd(m.logs, 0.05 if id(m) in flow_norms else 0.1)
-            if id(m) in flow_norms:
-                # expand a little, as trained flows do, to balance the couplings'
-                # sigmoid(.+2) < 1 contraction (keeps float32 inversion accurate)
-                m.logs.add_(0.15 * scale)
-            m.inited.fill_(True)
-    return model
 
 
 def make_model(name: str, seed: int = 0, dtype=torch.float32) -> SRFlow:

@@ -44,10 +44,10 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from flow.checkpoint import load_model, save_safetensors  # noqa: E402
-from flow.config import preset  # noqa: E402
+from flow import load_model, save_safetensors  # noqa: E402
+from flow import preset  # noqa: E402
 from flow.data import CropSampler, heldout_images, make_lr, to_tensor  # noqa: E402
-from flow.metrics import lr_psnr  # noqa: E402
+from flow.ops.metrics import lr_psnr  # noqa: E402
 from flow.train import DataConfig, EncoderConfig, OptimConfig, RunConfig, TrainConfig, Trainer  # noqa: E402
 
 DEFAULT_OUT = ROOT / "tests" / "data" / "tiny_trained_4x.safetensors"
@@ -59,7 +59,7 @@ def hcflow_fixture_config(kind: str):
     """The fixtures' architecture: ``hcflow_tiny_{kind}_4x`` with a 24-channel RRDB."""
     import dataclasses
 
-    from flow.hcflow import HC_PRESETS
+    from flow.models.hcflow_config import HC_PRESETS
 
     base = HC_PRESETS[f"hcflow_tiny_{kind}_4x"]
     return dataclasses.replace(base, name=f"hcflow_fixture_{kind}_4x", rrdb_nf=24, P=list(base.P),
@@ -90,12 +90,12 @@ def train_hcflow_fixture(model, kind: str, steps: int, seed: int = 0):
 @torch.no_grad()
 def make_hcflow_fixture(kind: str, seed: int = 0):
     """A deterministic, perturbed random HCFlow model (see the module docstring)."""
-    from flow.bench import randomize_mildly
-    from flow.hcflow import HCFlow
+    from flow.models.randomize import randomize
+    from flow.models.hcflow import HCFlow
 
     torch.manual_seed(seed)
     model = HCFlow(hcflow_fixture_config(kind))
-    return randomize_mildly(model, seed + 1, weight_std=2e-3, logs_std=0.02).eval()
+    return randomize(model, seed + 1, weight_std=2e-3).eval()
 
 
 def write_hcflow_fixtures(steps: int = 200) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -312,6 +313,76 @@ def test_two_clients_are_independent(demo, tmp_path):
     assert client(demo).predict(api_name="/info")["loaded"] is False
 
 
+def test_two_concurrent_requests_from_one_tab(demo, tmp_path, monkeypatch):
+    """Two requests of one tab at once (the server runs two at a time): a long generate, and
+    a region resample sent while it runs.  The tab's lock makes the resample wait: both
+    succeed, in the order sent, and the result is that of the two applied one after the
+    other (unserialised, the resample would edit the state the generate is replacing)."""
+    from app.session import EditSession
+
+    generate = EditSession.generate
+
+    def long_generate(self, *args, **kw):
+        time.sleep(1.5)
+        return generate(self, *args, **kw)
+
+    c = client(demo)
+    load_photo(c)
+    _, cur0, _ = c.predict(0.8, 4, 1, api_name="/generate")
+    cur0 = read(cur0)
+    bg = save_png(cur0, tmp_path / "bg.png")
+    layer = brush_layer((128, 128), BOX, tmp_path / "layer.png")
+    ops = {"generate": ((0.9, 21, 16), "/generate"),
+           "resample_region": ((editor_value(bg, [layer]), 0.9, 12, 1), "/resample_region")}
+    monkeypatch.setattr(EditSession, "generate", long_generate)
+    jobs = [c.submit(*ops["generate"][0], api_name="/generate")]
+    time.sleep(0.5)
+    jobs.append(c.submit(*ops["resample_region"][0], api_name="/resample_region"))   # while it runs
+    for j in jobs:
+        j.result(timeout=300)
+    monkeypatch.undo()
+    order = [e["op"] for e in c.predict(api_name="/info")["log"]][-2:]
+    assert order == ["generate", "resample_region"]
+    final = read(c.predict(api_name="/download_png"))
+    ref = client(demo)                                          # the same, one after the other
+    load_photo(ref)
+    ref.predict(0.8, 4, 1, api_name="/generate")
+    for op in order:
+        args, api = ops[op]
+        ref.predict(*args, api_name=api)
+    np.testing.assert_array_equal(read(ref.predict(api_name="/download_png")), final)
+    c.predict(api_name="/undo")
+    back, _ = c.predict(api_name="/undo")
+    np.testing.assert_array_equal(read(back), cur0)
+
+
+def test_prune_removes_only_stale_images(tmp_path):
+    """The app's image files: an image not touched for the age limit is pruned, a fresh one or
+    one shown again (touched) is kept; pruning runs by itself every PRUNE_EVERY new files."""
+    import os
+    import time
+
+    from app.ui.views import ImageFiles
+
+    files = ImageFiles(tmp_path)
+    imgs = [np.full((4, 4, 3), v, np.uint8) for v in range(5)]
+    old, shown, fresh = (files.png(i) for i in imgs[:3])
+    long_ago = time.time() - ImageFiles.MAX_AGE_S - 60
+    for p in (old, shown):
+        os.utime(p, (long_ago, long_ago))
+    assert files.png(imgs[1]) == shown                     # shown again: the same file, touched
+    ImageFiles.prune(tmp_path / "img")
+    assert not os.path.exists(old) and os.path.exists(shown) and os.path.exists(fresh)
+    assert files.png(imgs[0]) == old and os.path.exists(old)  # written again when needed
+    os.utime(old, (long_ago, long_ago))
+    files.PRUNE_EVERY = files.written + 1                  # the next new file triggers a prune
+    files.png(imgs[3])
+    assert not os.path.exists(old) and os.path.exists(fresh)
+    files.png(imgs[4])
+    assert len(list((tmp_path / "img").glob("*.png"))) == 4
+    assert not list((tmp_path / "img").glob("*.tmp"))
+
+
 def test_set_model_switches_scale(c):
     load_photo(c)
     lr, cur, status = c.predict("tiny8", api_name="/set_model")
@@ -323,16 +394,25 @@ def test_set_model_switches_scale(c):
 
 
 def test_models_stay_read_only(demo, models, tmp_path):
-    """After a full round of edits by clients, the shared models' weights are untouched."""
-    from flow.checkpoint import model_identity
+    """After a full round of edits by clients, every value of the shared models' weights and
+    buffers is untouched (compared in full, not by a fingerprint), and they stay in eval mode."""
+    import torch
 
-    before = {n: model_identity(m) for n, m in models.items()}
+    before = {n: {k: v.detach().clone() for k, v in m.state_dict().items()} for n, m in models.items()}
     c = client(demo)
     load_photo(c)
     c.predict(0.8, 0, 2, api_name="/generate")
     c.predict("global", 0.8, 0, False, None, api_name="/normalize")
-    assert {n: model_identity(m) for n, m in models.items()} == before
+    c.predict("tiny8", api_name="/set_model")
+    c.predict(0.8, 1, 1, api_name="/generate")
+    c.predict(api_name="/undo")
+    for n, m in models.items():
+        after = m.state_dict()
+        assert after.keys() == before[n].keys()
+        for k, v in after.items():
+            assert torch.equal(v, before[n][k]), (n, k)
     assert all(not m.training for m in models.values())
+    assert all(not p.requires_grad or p.grad is None for m in models.values() for p in m.parameters())
 
 
 def test_hosting_settings(demo):
@@ -342,7 +422,8 @@ def test_hosting_settings(demo):
     assert demo._queue.max_size == 16 and demo._queue.default_concurrency_limit == 2
     st = demo.studio
     assert st.max_side == 64 and st.history_kw["max_history_bytes"] == 256 * 2**20
-    assert not [k for k, v in vars(ui).items() if isinstance(v, ui.TabState)]
+    for mod in (ui, ui.handlers, ui.layout, ui.views):
+        assert not [k for k, v in vars(mod).items() if isinstance(v, ui.TabState)], mod
     # the state starts empty in every new tab
     a, b = client(demo), client(demo)
     load_photo(a)

@@ -143,8 +143,11 @@ def test_compare(c):
         c.predict("tiny", "nope", 0.8, 0, api_name="/compare")
 
 
-def test_rescale(c, tmp_path):
+def test_rescale(c, models, tmp_path):
     from gradio_client import handle_file
+
+    from app import engine
+    from flow.ops.imresize import imresize, make_lr
 
     photo = read(example_photo("rocket"))[:102, :98]          # odd size: cropped to 100×96
     p = save_png(photo, tmp_path / "odd.png")
@@ -157,12 +160,24 @@ def test_rescale(c, tmp_path):
     if isinstance(metrics, str):
         metrics = json.loads(metrics)
     assert metrics["model"] == "hc_resc" and metrics["sr_model"] == "tiny" and metrics["hr_size"] == [100, 96]
-    for k in ("lr_psnr_flow_vs_bicubic", "psnr_reconstruction", "psnr_sr_from_bicubic", "psnr_bicubic_up"):
-        assert 5 < metrics[k] <= 100, (k, metrics)
+    # the images are the engine's round trip of the cropped photo, unchanged by the app
+    ref = engine.rescale(models["hc_resc"], photo, models["tiny"], "tiny")
+    np.testing.assert_array_equal(lr, ref.flow_lr)
+    np.testing.assert_array_equal(rec, ref.reconstruction)
+    np.testing.assert_array_equal(sr, ref.sr_from_bicubic)
+    # every reported PSNR is that of the returned images (recomputed here, not by flow.ops.metrics)
+    hr = photo[:100, :96]
+
+    def db(a, b):
+        return 10 * np.log10(255.0 ** 2 / np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+
+    bic_lr = make_lr(hr, 4)
+    want = {"lr_psnr_flow_vs_bicubic": db(lr, bic_lr), "psnr_reconstruction": db(rec, hr),
+            "psnr_sr_from_bicubic": db(sr, hr), "psnr_bicubic_up": db(imresize(bic_lr, 4.0), hr)}
+    for k, v in want.items():
+        assert metrics[k] == pytest.approx(v, abs=1e-3), (k, metrics)
     m = re.search(r"reconstruction vs HR: PSNR ([\d.]+) dB", st)
     assert m and float(m.group(1)) == pytest.approx(metrics["psnr_reconstruction"], abs=0.01)
-    from flow.metrics import psnr
-    assert psnr(rec, photo[:100, :96]) == pytest.approx(metrics["psnr_reconstruction"], abs=1e-3)
     # defaults (empty model names): the first rescaling model, an SRFlow model for the comparison
     _, rec2, _, _, metrics2, _ = c.predict(handle_file(p), None, None, api_name="/rescale")
     np.testing.assert_array_equal(read(rec2), rec)

@@ -13,7 +13,7 @@ import flow
 from conftest import make_model, rand_images, randomize
 from flow import CheckpointError, ModelConfig, SRFlow, from_official_yaml, load_model, preset, save_safetensors
 from flow.layers import ActNorm, ZeroConv
-from flow.checkpoint import read_safetensors_meta
+from flow.models.checkpoint import read_safetensors_meta
 from conftest import ROOT
 
 

@@ -15,9 +15,9 @@ from PIL import Image
 
 from conftest import make_model
 from flow import evaluate as ev
-from flow.checkpoint import load_model, save_safetensors
+from flow import load_model, save_safetensors
 from flow.data import heldout_images, make_lr, to_tensor
-from flow.metrics import ntire_lr_psnr
+from flow.ops.metrics import ntire_lr_psnr
 from flow.sr import to_uint8
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -264,7 +264,7 @@ def test_model_sweep_end_to_end(tmp_path):
 def test_model_with_given_lr_and_fake_lpips(tmp_path, monkeypatch):
     """Given LR folder (DIV2K-style names), and the LPIPS code path with a stand-in
     metric (the real one needs AlexNet weights that are not available offline)."""
-    import flow.metrics as fm
+    import flow.ops.metrics as fm
 
     class FakeLpips:
         available = True

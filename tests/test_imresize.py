@@ -1,9 +1,9 @@
-"""Tests for flow.imresize (MATLAB bicubic port)."""
+"""Tests for flow.ops.imresize (MATLAB bicubic port)."""
 import numpy as np
 import pytest
 from PIL import Image
 
-from flow.imresize import (cubic, downscale, imresize, imresize_torch,
+from flow.ops.imresize import (cubic, downscale, imresize, imresize_torch,
                            resize_matrix, resize_weights)
 
 # Keys cubic (a=-0.5) at the offsets a x1/2 pass needs, by hand:

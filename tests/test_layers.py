@@ -352,3 +352,67 @@ def test_coupling_zero_init_is_constant_sigmoid2_scale():
     torch.testing.assert_close(y[:, :2], x[:, :2] * s, atol=1e-12, rtol=0)
     torch.testing.assert_close(y[:, 2:], x[:, 2:] * s * s, atol=1e-12, rtol=0)
     assert ld.item() == pytest.approx(16 * 6 * math.log(s), rel=1e-12)
+
+
+# -- Winograd kernel and folded inference parameters ------------------------------------------
+
+@pytest.mark.parametrize("H,W,split", [(20, 14, None), (17, 9, None), (24, 16, 5), (22, 30, 3)])
+def test_winograd_multi_band_equals_direct_convolution(H, W, split):
+    """conv3x3_winograd on several bands of tiles and several output-channel chunks (small
+    ``band_tiles``/``chunk``), NCHW and channels-last outputs split in two, odd sizes, and
+    nearest-upsampled channels (``split``: the skipped products) = F.conv2d, padding 1."""
+    from flow.layers.winograd import conv3x3_winograd, winograd_weight
+
+    g = torch.Generator().manual_seed(H * W)
+    N, C, O = 2, 8, 12
+    x = torch.randn(N, C, H, W, generator=g, dtype=torch.float64)
+    if split is not None:     # channels [split:] nearest-upsampled x2 (even H and W)
+        low = torch.randn(N, C - split, H // 2, W // 2, generator=g, dtype=torch.float64)
+        x[:, split:] = torch.nn.functional.interpolate(low, scale_factor=2, mode="nearest")
+    w = torch.randn(O, C, 3, 3, generator=g, dtype=torch.float64)
+    ref = torch.nn.functional.conv2d(x, w, padding=1)
+    u = winograd_weight(w)
+    for band_tiles, chunk in ((4, 5), (7, 12), (1024, 512)):
+        out = conv3x3_winograd(x, u, split, band_tiles=band_tiles, chunk=chunk)[0]
+        torch.testing.assert_close(out, ref, rtol=0, atol=1e-10)
+        parts = [torch.empty(N, 5, H, W, dtype=x.dtype).contiguous(memory_format=torch.channels_last),
+                 torch.empty(N, O - 5, H, W, dtype=x.dtype).contiguous(memory_format=torch.channels_last)]
+        conv3x3_winograd(x, u, split, outs=parts, band_tiles=band_tiles, chunk=chunk)
+        torch.testing.assert_close(torch.cat(parts, 1), ref, rtol=0, atol=1e-10)
+    if split is not None:     # a split that does not hold (no duplicated rows) is detected: still exact
+        y = torch.randn(N, C, H, W, generator=g, dtype=torch.float64)
+        torch.testing.assert_close(conv3x3_winograd(y, u, split, band_tiles=4, chunk=5)[0],
+                                   torch.nn.functional.conv2d(y, w, padding=1), rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("style", ["srflow", "da"])
+def test_folded_parameters_follow_an_optimizer_step(style):
+    """The folded inference parameters are rebuilt after the weights change in place: a
+    cached, eval-mode decode after an optimizer step equals the autograd-path (unfolded)
+    result of the new weights, and differs from the one before the step."""
+    torch.manual_seed(0)
+    layer = randomize(CondAffine(4, COND_C, **STYLES[style]), seed=11, weight_std=0.05).double()
+    x = torch.randn(2, 4, 6, 6, dtype=torch.float64)
+    cond = torch.randn(1, COND_C, 6, 6, dtype=torch.float64)
+
+    def fast():            # eval, no autograd, cached condition: the folded path
+        layer.eval()
+        with torch.no_grad():
+            return layer.inverse(x, layer.precompute(cond))[0]
+
+    def reference():       # the autograd path never folds
+        layer.eval()
+        with torch.enable_grad():
+            return layer.inverse(x, cond.expand(2, -1, -1, -1))[0].detach()
+
+    before = fast()
+    torch.testing.assert_close(before, reference(), rtol=0, atol=1e-10)
+    opt = torch.optim.SGD(layer.parameters(), lr=0.05)
+    layer.train()
+    loss = layer(x, cond.expand(2, -1, -1, -1))[0].pow(2).mean()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    after = fast()
+    torch.testing.assert_close(after, reference(), rtol=0, atol=1e-10)
+    assert (after - before).abs().max() > 1e-4

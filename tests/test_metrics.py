@@ -1,11 +1,11 @@
-"""Tests for flow.metrics against hand-computed values on tiny images."""
+"""Tests for flow.ops.metrics against hand-computed values on tiny images."""
 import math
 
 import numpy as np
 import pytest
 
-from flow.imresize import imresize
-from flow.metrics import (ALEXNET_CHECKPOINT, LpipsMetric, diversity_score,
+from flow.ops.imresize import imresize
+from flow.ops.metrics import (ALEXNET_CHECKPOINT, LpipsMetric, diversity_score,
                           lr_psnr, mse_diversity, mse_maps, ntire_lr_psnr,
                           pixel_std_diversity, psnr, psnr_y, rgb_to_y, ssim)
 
@@ -178,7 +178,7 @@ def test_lpips_unavailable_without_weights(tmp_path, monkeypatch):
 def test_lpips_builds_offline_from_cached_checkpoint(tmp_path, monkeypatch):
     """Code path only: a *fake* random AlexNet checkpoint (never a real metric)."""
     torch = pytest.importorskip("torch")
-    from flow.metrics import ensure_torchvision_importable
+    from flow.ops.metrics import ensure_torchvision_importable
 
     ensure_torchvision_importable()
     tv = pytest.importorskip("torchvision")

@@ -9,7 +9,7 @@ from torch.autograd.functional import jacobian
 
 from conftest import make_model, rand_images, randomize
 from flow import SRFlow, preset
-from flow.config import FlowConfig, ModelConfig, RRDBConfig
+from flow import FlowConfig, ModelConfig, RRDBConfig
 from flow.layers import FlowStep, Split
 
 LOG2PI = math.log(2 * math.pi)

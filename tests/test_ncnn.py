@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from flow.ncnn import TAG_FP16, TAG_FP32, NcnnError, main, read_ncnn, rrdb_state_dict
-from flow.rrdb import RRDBNet
+from flow.models.rrdb import RRDBNet
 
 
 def _write_pair(tmp_path, net: RRDBNet, fp16=True, extra=b""):

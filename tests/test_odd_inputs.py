@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 import flow
-from flow.imresize import imresize
+from flow.ops.imresize import imresize
 
 ROOT = Path(__file__).resolve().parents[1]
 TAUS = (0.0, 0.8, 1.0, 1.2)

@@ -23,7 +23,7 @@ NAMES = sorted(p.name for p in BUNDLES.iterdir() if p.is_dir())
 
 def _load(name: str, **cfg_overrides):
     d = BUNDLES / name
-    cfg = flow.checkpoint._config_from(str(d / "config.yml"))
+    cfg = flow.models.registry.resolve_config(str(d / "config.yml"))
     for k, v in cfg_overrides.items():
         setattr(cfg.rrdb, k, v)
     model = flow.load_model(d / "model.pth", config=cfg, device="cpu")
@@ -83,7 +83,7 @@ def test_esrgan_tail_misses_the_official_outputs():
 
 
 def test_bundle_lr_is_our_matlab_bicubic():
-    from flow.imresize import imresize
+    from flow.ops.imresize import imresize
 
     for name in NAMES:
         inp = np.load(BUNDLES / name / "inputs.npz")

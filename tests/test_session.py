@@ -1,4 +1,4 @@
-"""Tests of the editing session (app/session.py) with the small trained fixture
+"""Tests of the editing session (app/session/) with the small trained fixture
 ``tests/data/tiny_trained_4x.safetensors`` (made by tests/make_fixture.py)."""
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.session import EditSession, GalleryItem, OpResult, SessionFileError  # noqa: E402
 from flow import editing as E  # noqa: E402
-from flow.bench_editing import mild_random  # noqa: E402
-from flow.checkpoint import load_model  # noqa: E402
-from flow.config import preset  # noqa: E402
+from flow.models.randomize import randomize  # noqa: E402
+from flow import load_model  # noqa: E402
+from flow import preset  # noqa: E402
 from flow.data import make_lr  # noqa: E402
-from flow.metrics import lr_psnr  # noqa: E402
-from flow.model import SRFlow  # noqa: E402
+from flow.ops.metrics import lr_psnr, psnr  # noqa: E402
+from flow import SRFlow  # noqa: E402
 
 from app_testing import full_decode, photo_crops, square  # noqa: E402
 
@@ -212,7 +212,12 @@ def test_restore_resets_lr_and_undo_brings_it_back(session, photos):
     assert np.array_equal(s.lr, make_lr(noisy, 4)) and s.gallery == []
     assert np.array_equal(r.extra["input"], noisy) and r.extra["sr_from_lr"].shape == noisy.shape
     assert "psnr" in r.metrics                           # HR ground truth kept (same size)
-    assert r.metrics["psnr"] > lr_psnr(noisy, make_lr(photos["astro"], 4), 4) - 100  # finite, sane
+    clean = photos["astro"]
+    assert r.metrics["psnr"] == pytest.approx(psnr(r.image, clean), abs=1e-9)
+    # restoration helps: closer to the clean photo than the noisy input (by 2.6 dB on this
+    # fixture) and than a plain sample of the new LR at the same temperature and seed
+    assert r.metrics["psnr"] > psnr(noisy, clean) + 1.5
+    assert r.metrics["psnr"] > psnr(r.extra["sr_from_lr"], clean)
     s.undo()
     assert np.array_equal(s.lr, lr0) and np.array_equal(s.current, img0) and len(s.gallery) == 3
 
@@ -287,12 +292,12 @@ def test_history_memory_bound(model, photos):
     for k in range(8):
         s.normalize("local", 0.8, k)
         assert s.history_bytes() <= bound
-    assert 1 <= len(s._undo) <= 3
+    assert 1 <= len(s.history.undo_stack) <= 3
     s2 = EditSession.from_hr(model, photos["astro"], history=2)
     s2.generate(0.8, 0, 1)
     for k in range(5):
         s2.normalize("local", 0.8, k)
-    assert len(s2._undo) == 2
+    assert len(s2.history.undo_stack) == 2
 
 
 # ---------------------------------------------------------------------- save / load
@@ -353,7 +358,7 @@ def test_bad_session_files_are_refused(session, model, tmp_path):
     with pytest.raises(SessionFileError, match="checksum"):
         EditSession.load(tmp_path / "flip.srflow", model)
     torch.manual_seed(3)
-    other = mild_random(SRFlow(preset("tiny_4x")), 3)
+    other = randomize(SRFlow(preset("tiny_4x")), 3).eval()
     with pytest.raises(SessionFileError, match="another model"):
         EditSession.load(path, other)
     with pytest.raises(SessionFileError, match="not found"):
@@ -403,7 +408,7 @@ def test_argument_errors(model, photos):
 
 def test_fast_metrics_match_flow_metrics():
     from app.session import fast_psnr, fast_ssim
-    from flow.metrics import psnr, ssim
+    from flow.ops.metrics import psnr, ssim
 
     rng = np.random.default_rng(0)
     for shape in [(40, 57, 3), (8, 9, 3), (7, 30, 3)]:
@@ -415,7 +420,7 @@ def test_fast_metrics_match_flow_metrics():
 
 
 def test_incremental_metrics_equal_full_metrics(session, photos):
-    from flow.metrics import psnr, ssim
+    from flow.ops.metrics import psnr, ssim
 
     s = session
     for k, op in enumerate([lambda: s.resample_region(square((S, S), 0, 0, 20), 0.8, 1),

@@ -1,4 +1,4 @@
-"""The editing session (app/session.py) and the editing engine (flow/editing.py) on an
+"""The editing session (app/session/) and the editing engine (flow/editing/) on an
 HCFlow SR model: every session op, the full-image fallbacks of the windowed
 decode/encode, and what the results say about HCFlow's global region edits.
 
@@ -17,10 +17,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from app.models import describe  # noqa: E402
 from app.session import GLOBAL_EDIT_NOTE, EditSession, SessionFileError  # noqa: E402
 from flow import editing as E  # noqa: E402
-from flow.checkpoint import load_model  # noqa: E402
+from flow import load_model  # noqa: E402
 from flow.data import make_lr, to_tensor  # noqa: E402
-from flow.hcflow import HCFlow  # noqa: E402
-from flow.metrics import lr_psnr  # noqa: E402
+from flow import HCFlow  # noqa: E402
+from flow.ops.metrics import lr_psnr  # noqa: E402
 
 from app_testing import full_decode, photo_crops, square  # noqa: E402
 
@@ -82,31 +82,42 @@ def test_fixture_gives_lr_consistent_samples(model, photos):
 def test_total_stride_property(model):
     sr = load_model(SRFLOW, device="cpu")
     assert sr.total_stride == sr.flowUpsamplerNet.total_stride == 8      # tiny_4x: L = 3
-    assert model.total_stride == 4 and not model.supports_region
-    assert E.supports_region(sr) and not E.supports_region(model)
+    assert model.total_stride == 4 and not model.supports_region and sr.supports_region
 
 
-# ------------------------------------------------------------------- editing engine fallbacks
+# ------------------------------------------------------------------- windows without a local decode
 
 @torch.no_grad()
-def test_window_decode_encode_fall_back_to_the_whole_image(model, photos):
+def test_window_decode_and_encode_see_the_whole_image(model, photos):
+    """HCFlow's coarse latents act globally, so its window decode/encode must see the
+    whole image: a level-1 latent outside the window changes the window's pixels, and
+    pixels outside the window change the window's latents, and both equal the crop of
+    the whole-image result exactly (a decode or encode of the window alone would not)."""
     lr = make_lr(photos["astro"], 4)
     cond = model.encode_condition(to_tensor(lr)[None])
     lat = model.draw_latents(cond, 0.8, 3, 1)
-    full = model.decode(cond, lat)
     box = (16, 64, 32, 96)
-    np.testing.assert_array_equal(E.decode_window(model, cond, lat, box).numpy(),
-                                  full[..., 16:64, 32:96].numpy())
-    assert E.window_conditions(model, cond, box) is cond.caches
+    win = E.decode_window(model, cond, lat, box)
+    np.testing.assert_array_equal(win.numpy(), model.decode(cond, lat)[..., 16:64, 32:96].numpy())
+    far = lat.clone()
+    far.levels[1][..., 3, 6] += 2.0                         # HR (12..16, 24..28): just outside the box
+    assert (E.decode_window(model, cond, far, box) - win).abs().max() > 1e-4
     hr = to_tensor(photos["astro"])[None]
-    enc, _ = model.encode(hr, cond)
-    win = E.encode_window(model, cond, E.pad_hr(model, cond, hr), box)
-    for t, w, s in zip(enc.levels, win, enc.strides):
+    enc = E.encode_window(model, cond, E.pad_hr(model, cond, hr), box)
+    full, _ = model.encode(hr, cond)
+    for t, w, s in zip(full.levels, enc, full.strides):
         torch.testing.assert_close(w, t[..., 16 // s:64 // s, 32 // s:96 // s], rtol=0, atol=1e-6)
+    hr2 = hr.clone()
+    hr2[..., 80:, :16] = 1.0 - hr2[..., 80:, :16]           # outside the box
+    enc2 = E.encode_window(model, cond, hr2, box)
+    assert any((a - b).abs().max() > 1e-4 for a, b in zip(enc, enc2))
 
 
 @torch.no_grad()
-def test_content_transfer_encodes_the_whole_image(model, photos):
+def test_content_transfer_uses_the_whole_image_encoding(model, photos):
+    """Inside the paste's latents: the whole-image encoding of the pasted image, locally
+    normalized, i.e. every local collection (channels at one position) is a positive
+    affine map of that encoding's collection with the drawn mean; outside: unchanged."""
     lr = make_lr(photos["astro"], 4)
     cond = model.encode_condition(to_tensor(lr)[None])
     lat = model.draw_latents(cond, 0.8, 0, 1)
@@ -116,10 +127,15 @@ def test_content_transfer_encodes_the_whole_image(model, photos):
     new, masks = E.content_transfer(model, cond, lat, to_tensor(pasted)[None], m, "local", 0.8, 0, 1)
     assert same_outside(new, lat, masks)
     enc, _ = model.encode(to_tensor(pasted)[None], cond)
-    # inside the masks: the encoding of the pasted image, locally normalized
-    ref = E.normalize(E.take_region(lat, enc, masks), "local", 0.8, 0, masks)
-    for a, b in zip(new.levels, ref.levels):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    rng = np.random.default_rng(0)
+    for a, e, mk in zip(new.levels, enc.levels, masks):
+        got = a[0][:, mk].T.double()                        # (positions, channels)
+        ref = e[0][:, mk].T.double()
+        z = lambda v: (v - v.mean(1, keepdim=True)) / v.std(1, keepdim=True)   # noqa: E731
+        torch.testing.assert_close(z(got), z(ref), rtol=0, atol=1e-4)
+        mu = rng.normal(0, 0.8 / np.sqrt(got.shape[1]), size=got.shape[0])    # eq. 6, drawn per level
+        rng.gamma((got.shape[1] - 1) / 2.0, 2 * 0.64 / (got.shape[1] - 1), size=got.shape[0])
+        np.testing.assert_allclose(got.mean(1).numpy(), mu, atol=1e-5)
 
 
 # ------------------------------------------------------------------- session ops

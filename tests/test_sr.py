@@ -12,7 +12,7 @@ from PIL import Image
 from conftest import make_model, randomize
 from flow import SRFlow, preset
 from flow import sr as srmod
-from flow.checkpoint import save_safetensors
+from flow import save_safetensors
 from flow.data import heldout_images, make_lr, to_tensor
 from flow.sr import (LatentStore, _ramp_weights, plan_tiles, seam_stats, super_resolve,
                      super_resolve_untiled, to_uint8)
@@ -136,7 +136,7 @@ def test_tiled_vs_untiled_within_bound():
 
 @pytest.mark.skipif(not TRAINED.is_file(), reason="trained fixture not present")
 def test_tiled_vs_untiled_trained_fixture():
-    from flow.checkpoint import load_model
+    from flow import load_model
 
     model = load_model(TRAINED, device="cpu")
     lr = _lr(48, 44)
@@ -148,7 +148,7 @@ def test_tiled_vs_untiled_trained_fixture():
 
 def test_window_is_bounded_by_tile_not_image():
     """What bounds the memory: the largest LR window encoded/decoded depends on the
-    tile and margin only (peak RSS is measured in flow.bench_sr)."""
+    tile and margin only (peak RSS is measured in flow.tools.bench_sr)."""
     model = make_model("tiny_4x")
     wins = []
     for size in (40, 80):

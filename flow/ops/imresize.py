@@ -197,6 +197,10 @@ def downscale(img: np.ndarray, s: float) -> np.ndarray:
     return imresize(img, 1.0 / s)
 
 
+#: The LR of an HR image: :func:`downscale` (uint8 in, uint8 out, per-pass rounding).
+make_lr = downscale
+
+
 def imresize_torch(tensor, scale: Optional[Scale] = None,
                    output_shape: Optional[Sequence[int]] = None,
                    antialias: bool = True, double: bool = False):

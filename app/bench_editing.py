@@ -1,12 +1,15 @@
-"""Bench section: latency of interactive latent edits (imported by ``flow/bench.py``).
+"""Benchmark section ``editing``: latency of interactive latent edits in the app's
+editing session.  ``python -m app.bench_editing [--quick] [--repeats N] [--threads N]``
+(the runner of :mod:`flow.tools.bench`, with this section; its other sections can be
+added with ``--sections``).
 
 ``run(args) -> list[dict]`` with rows ``{'name', 'median_s', 'ratio'?, 'note'?}``;
 ``args`` needs ``.quick`` (fewer repeats, the DF2K model only once) and ``.repeats``.
 
 For each model -- the shipped ``studio_4x`` (``assets/studio_4x.safetensors``, or
-random-but-mild weights of that architecture when the file does not exist yet) and
-the official DF2K 4x architecture ``srflow_df2k_4x`` (random-but-mild weights; the
-official checkpoint cannot be downloaded here) -- on a 128x128 LR image (the
+random weights of that architecture when the file does not exist) and the official
+DF2K 4x architecture ``srflow_df2k_4x`` (random weights, :mod:`flow.models.randomize`;
+the official checkpoint cannot be downloaded here) -- on a 128x128 LR image (the
 held-out ``astronaut`` photo, 512x512 HR) it measures:
 
 * ``recompute everything``: encoder + latent draw + full decode (what an edit
@@ -17,24 +20,8 @@ held-out ``astronaut`` photo, 512x512 HR) it measures:
 * ``shortcut error``: max |windowed splice - full decode| of the region resample,
   in 1/255 units (float images, before quantization).
 
-``ratio`` is ``recompute everything / edit``.
-
-Measured on the 2-core development CPU (1 torch thread, while a training job and
-other work kept the machine loaded), ``--repeats 3``, splice margin 32 HR px:
-
-==========================================  ==========  ===========
-128x128 LR (512x512 HR)                      studio_4x   df2k_4x
-==========================================  ==========  ===========
-recompute everything (encoder + decode)       11.8 s      39.8 s
-session start (encoder once)                   8.3 s      33.4 s
-sample with the cached encoder (full decode)   1.86 s      8.76 s
-region resample, 64x64 mask                    0.23 s      1.10 s  (x52 / x36)
-paste + harmonize, 64x64                       0.41 s      2.00 s  (x29 / x20)
-shortcut max error vs full decode            0.0003/255  0.0091/255
-==========================================  ==========  ===========
-
-(both with random-but-mild weights: ``assets/studio_4x.safetensors`` did not
-exist yet.)  Timings on this shared machine vary by 2-3x with its load.
+``ratio`` is ``recompute everything / edit``.  Measured figures: README (Benchmarks)
+and ``docs/MEASUREMENTS.md``.
 """
 from __future__ import annotations
 
@@ -49,45 +36,18 @@ ROOT = Path(__file__).resolve().parents[1]
 STUDIO_ASSET = ROOT / "assets" / "studio_4x.safetensors"
 
 
-@torch.no_grad()
-def mild_random(model, seed: int = 0):
-    """Give the zero-initialised parts (coupling outputs, split priors) small random
-    values so that every layer does something, without blowing up the decode.
-
-    A conditional step's injector and coupling scale by about sigmoid(2) = 0.88
-    (all channels, then half of them), so a deep untrained flow amplifies on
-    decoding (tau=0.8 samples of the DF2K architecture reach |x| ~ 200); each such
-    step's ActNorm gets ``logs = -1.75 log sigmoid(2)`` instead, which keeps those
-    samples within about +-6 (trained flows learn such a balance)."""
-    import math
-
-    from .layers import ActNorm, FlowStep, ZeroConv
-
-    g = torch.Generator().manual_seed(seed)
-    balance = -1.75 * math.log(1.0 / (1.0 + math.exp(-2.0)))
-    for m in model.modules():
-        if isinstance(m, ZeroConv):
-            m.weight.copy_(torch.randn(m.weight.shape, generator=g) * 2e-3)
-            m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.05)
-        elif isinstance(m, ActNorm):
-            m.inited.fill_(True)
-        if isinstance(m, FlowStep) and m.conditional:
-            m.actnorm.logs.fill_(balance)
-    return model.eval()
-
-
 def load_bench_model(name: str):
     """(model, description) for 'studio_4x' or 'srflow_df2k_4x'."""
-    from .checkpoint import load_model, model_identity
-    from .config import preset
-    from .model import SRFlow
+    from flow.models.checkpoint import load_model, model_identity
+    from flow.models.randomize import randomize
+    from flow.models.registry import build, preset
 
     if name == "studio_4x" and STUDIO_ASSET.is_file():
         return load_model(STUDIO_ASSET, device="cpu"), "trained assets/studio_4x.safetensors"
     torch.manual_seed(0)
-    m = mild_random(SRFlow(preset(name)))
+    m = randomize(build(preset(name)), expand=0.22).eval()     # decodes stay within a few units
     m.identity = model_identity(m)
-    return m, "random-but-mild weights"
+    return m, "random weights"
 
 
 def _median(fn, repeats: int, setup=None) -> tuple[float, list]:
@@ -103,7 +63,9 @@ def _median(fn, repeats: int, setup=None) -> tuple[float, list]:
 
 def bench_model(name: str, repeats: int, lr_side: int = 128, full_repeats: int | None = None) -> list[dict]:
     from app.session import EditSession
-    from flow.data import heldout_images, make_lr, to_tensor
+    from flow.ops.images import to_tensor
+    from flow.ops.imresize import make_lr
+    from flow.tools.data import heldout_images
 
     model, desc = load_bench_model(name)
     hr = heldout_images(("astronaut",), crop=lr_side * 4)["astronaut"]
@@ -170,12 +132,8 @@ def run(args) -> list[dict]:
 
 
 if __name__ == "__main__":
-    import argparse
+    import sys
 
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--repeats", type=int, default=3)
-    a = ap.parse_args()
-    for row in run(a):
-        ratio = f"  x{row['ratio']:.1f}" if row.get("ratio") else ""
-        print(f"{row['name']:<70} {row['median_s']:8.3f} s{ratio}  {row.get('note', '')}")
+    from flow.tools import bench
+
+    sys.exit(bench.main(extra={"editing": run}, prog="python -m app.bench_editing", default=["editing"]))

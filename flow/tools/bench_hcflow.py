@@ -1,4 +1,4 @@
-"""Bench section: HCFlow sampling and rescaling (imported by ``flow/bench.py``).
+"""Bench section: HCFlow sampling and rescaling (a section of ``python -m flow.bench``).
 
 ``run(args) -> list[dict]``.  For the official HCFlow SR 4x and rescaling 4x
 architectures (random-but-mild weights: the official checkpoints cannot be downloaded
@@ -21,17 +21,17 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _models(kind: str):
-    from .bench import randomize_mildly
-    from .checkpoint import load_model
-    from .hcflow import HC_PRESETS, HCFlow
+    from ..models.checkpoint import load_model
+    from ..models.randomize import randomize
+    from ..models.registry import build, preset
 
     official = "hcflow_sr_df2k_4x" if kind == "sr" else "hcflow_rescaling_df2k_4x"
     torch.manual_seed(0)
-    out = [(official, "random weights", randomize_mildly(HCFlow(HC_PRESETS[official])).eval())]
+    out = [(official, "random weights", randomize(build(preset(official)), weight_std=1e-3, scale=0.5).eval())]
     shipped = ROOT / "assets" / f"hcflow_{kind}_4x.safetensors"
     if shipped.is_file():
         out.append((shipped.stem, "shipped weights", load_model(shipped, device="cpu")))
@@ -48,12 +48,12 @@ def _timed(fn, repeats):
 
 
 def _peak(fn):
-    from .bench import _reset_peak, _status_kb
+    from .bench import reset_peak_rss, status_kb
 
-    reset = _reset_peak()
-    base = _status_kb("VmRSS")
+    reset = reset_peak_rss()
+    base = status_kb("VmRSS")
     fn()
-    return (_status_kb("VmHWM") - base) / 1024 if reset else None
+    return (status_kb("VmHWM") - base) / 1024 if reset else None
 
 
 def run(args) -> list[dict]:

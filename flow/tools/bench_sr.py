@@ -1,5 +1,5 @@
 """Benchmark section: time and peak memory of ``python -m flow.sr`` (imported by
-``python -m flow.bench``; also runnable alone: ``python -m flow.bench_sr [--quick]``).
+``python -m flow.bench``; also runnable alone: ``python -m flow.tools.bench_sr [--quick]``).
 
 For each architecture -- the shipped model (``assets/studio_4x.safetensors`` when
 present, else the ``studio_4x`` preset with random weights) and the official DF2K 4x
@@ -25,27 +25,7 @@ writing excluded; the note gives the child's wall time).  Children use one torch
 thread unless ``args.threads`` says otherwise (stable numbers on a shared machine).
 Runs that take over a minute are not repeated.
 
-Measured here (2-core shared CPU, 1 thread, load ~3; astronaut LR, tau 0.8, one sample;
-studio_4x with the shipped weights of the day, srflow_df2k_4x random):
-
-======================  ==========  ===========  ===============
-configuration           time (s)    peak RSS     over baseline
-======================  ==========  ===========  ===============
-studio LR16 baseline    0.7         334 MiB      --
-studio LR512 untiled    143         4592 MiB     +4258 MiB
-studio LR512 tile 128   204         961 MiB      +627 MiB
-studio LR256 tile 128   50          878 MiB      +544 MiB
-studio LR256 tile 64    74          601 MiB      +267 MiB
-DF2K LR16 baseline      1.2         565 MiB      --
-DF2K LR512 untiled      671         11525 MiB    +10959 MiB
-DF2K LR512 tile 128     817         1952 MiB     +1387 MiB
-DF2K LR256 tile 128     174         1891 MiB     +1325 MiB
-DF2K LR256 tile 64      218         1021 MiB     +456 MiB
-======================  ==========  ===========  ===============
-
-At a fixed tile, 4x the image area adds 61-83 MiB (the uint8 output and carry strip);
-halving the tile saves 277 MiB (studio) / 869 MiB (DF2K).  Tiling costs time: each
-128-px tile is computed on a 160-px window and tiles overlap by 16 px.
+Measured figures: README (Benchmarks) and ``docs/MEASUREMENTS.md``.
 """
 from __future__ import annotations
 
@@ -60,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "assets" / "studio_4x.safetensors"
 
 
@@ -78,26 +58,24 @@ def _model_file(name: str, tmp: Path) -> tuple[Path, str]:
     """(path, description) of the model to benchmark for architecture ``name``."""
     import torch
 
-    from .checkpoint import save_safetensors
-    from .config import preset
-    from .model import SRFlow
+    from ..models.checkpoint import save_safetensors
+    from ..models.registry import build, preset
 
     if name == "studio_4x" and SHIPPED.is_file():
         return SHIPPED, "shipped weights"
     torch.manual_seed(0)
     path = tmp / f"{name}_random.safetensors"
-    save_safetensors(SRFlow(preset(name)).eval(), path)
+    save_safetensors(build(preset(name)).eval(), path)
     return path, "random weights"
 
 
 def estimate_untiled_mb(model_path: Path, lr: int) -> float:
     """Rough peak memory increase of an untiled run (MiB): the cached condition of a
-    32x32 LR scaled by area, x1.2, plus 2 GiB per 512x512 LR of working tensors.
-    (Measured on this machine at 512x512: studio_4x +5.0 GiB, srflow_df2k_4x +10.5
-    GiB over the baseline; this estimate gives 6.1 and 13.9.)"""
+    32x32 LR scaled by area, x1.2, plus 2 GiB per 512x512 LR of working tensors (an
+    overestimate: see ``docs/MEASUREMENTS.md``)."""
     import torch
 
-    from .checkpoint import load_model
+    from ..models.checkpoint import load_model
 
     model = load_model(model_path, device="cpu")
     with torch.inference_mode():
@@ -229,7 +207,7 @@ def run(args) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m flow.bench_sr")
+    ap = argparse.ArgumentParser(prog="python -m flow.tools.bench_sr")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1, help="torch threads of each child (default 1)")

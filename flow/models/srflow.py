@@ -1,123 +1,24 @@
-"""The SRFlow model: RRDB encoder + multi-level conditional flow.
+"""The SRFlow model (and the SRFlow-DA variants): RRDB encoder + multi-level conditional flow.
 
-Directions: ``encode`` maps an HR image to latents (y -> z), ``decode`` maps latents
-back to an HR image (z -> y).  Images are float tensors in [0, 1], shape (N, 3, H, W).
-
-Latents (:class:`Latents`) hold one tensor per level in *encode order*: the
-standardised ``eps`` factored out by each split (finest first), then the top-level
-``z``.  Every level is N(0, I) under the model, so sampling at temperature tau
-draws every level from N(0, tau^2).
+A :class:`flow.models.protocol.FlowModel`.  Latents hold one tensor per level in
+*encode order*: the standardised ``eps`` factored out by each split (finest first),
+then the top-level ``z``.  Every conditional step's LR-only work is computed once per
+LR image (:meth:`FlowNet.build_caches`), so samples and edits of one image decode the
+z-dependent part only, and a window of it (:meth:`SRFlow.decode` with ``region``).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..layers import FlowStep, Split, Squeeze, gaussian_logp
+from ..layers.winograd import conv3x3_winograd, winograd_weight
 from .config import ModelConfig
-from .layers import CondCache, FlowStep, Split, Squeeze, conv3x3_winograd, gaussian_logp, winograd_weight
+from .protocol import Condition, FlowModelBase, Latents, NLL, TrainingLoss
 from .rrdb import RRDBNet
-
-
-@dataclass
-class Latents:
-    """Per-level latent tensors (encode order) and their strides in HR pixels.
-
-    ``levels[i]`` has shape (N, C_i, H / strides[i], W / strides[i]) for the
-    (padded) HR size.  ``hr_size`` is the unpadded output size (H, W).
-    """
-
-    levels: list[torch.Tensor]
-    strides: list[int]
-    hr_size: tuple[int, int]
-    #: HCFlow only: the continuous top-level variable y_{L-1} of an encode (pass it to
-    #: ``HCFlow.decode(y=...)`` for an exact reconstruction); edits do not carry it.
-    top: torch.Tensor | None = None
-
-    def clone(self) -> "Latents":
-        return Latents([t.clone() for t in self.levels], list(self.strides), tuple(self.hr_size),
-                       None if self.top is None else self.top.clone())
-
-    def to(self, device) -> "Latents":
-        return Latents([t.to(device) for t in self.levels], list(self.strides), tuple(self.hr_size),
-                       None if self.top is None else self.top.to(device))
-
-    def select(self, idx) -> "Latents":
-        """Samples ``idx`` (an int or slice) of the batch."""
-        sl = slice(idx, idx + 1) if isinstance(idx, int) else idx
-        return Latents([t[sl] for t in self.levels], list(self.strides), tuple(self.hr_size),
-                       None if self.top is None else self.top[sl])
-
-    @staticmethod
-    def cat(items: list["Latents"]) -> "Latents":
-        first = items[0]
-        top = None if any(it.top is None for it in items) else torch.cat([it.top for it in items])
-        return Latents([torch.cat([it.levels[i] for it in items]) for i in range(len(first.levels))],
-                       list(first.strides), tuple(first.hr_size), top)
-
-    @property
-    def batch(self) -> int:
-        return self.levels[0].shape[0]
-
-    def __len__(self):
-        return len(self.levels)
-
-    def __iter__(self):
-        return iter(self.levels)
-
-    def __getitem__(self, i):
-        return self.levels[i]
-
-    def numel(self) -> int:
-        return sum(t[0].numel() for t in self.levels)
-
-    def equal(self, other: "Latents") -> bool:
-        return (len(self) == len(other) and
-                all(torch.equal(a, b) for a, b in zip(self.levels, other.levels)))
-
-
-@dataclass
-class Condition:
-    """The encoder's output for one LR batch, reusable across samples and edits.
-
-    ``features`` maps the HR/LR ratio of a map (0 for LR/2) to its conditioning
-    tensor; ``caches`` holds per-layer :class:`CondCache` once built (inference only).
-    """
-
-    lr_shape: tuple[int, int]          # unpadded LR (h, w)
-    pad: tuple[int, int]               # reflect padding added to LR (bottom, right)
-    features: dict[int, torch.Tensor]
-    caches: list | None = None
-    batch: int = 1
-    hr_size: tuple[int, int] = (0, 0)    # unpadded HR (H, W)
-
-    def narrow(self, n: int) -> "Condition":
-        """The first ``n`` items of the batch (features only; caches are dropped)."""
-        return Condition(self.lr_shape, self.pad, {k: v[:n] for k, v in self.features.items()},
-                         None, n, self.hr_size)
-
-    def nbytes(self) -> int:
-        n = sum(t.numel() * t.element_size() for t in self.features.values())
-        for c in self.caches or []:
-            if c is not None:
-                n += sum(t.numel() * t.element_size() for t in (c.shift_ft, c.scale_ft, c.h0_ft))
-        return n
-
-
-@dataclass
-class NLL:
-    """Negative log-likelihood per sample.
-
-    ``bits_per_dim``: -log p / (3 H W ln 2), including the -3HW log(quant)
-    discretisation term when dequantised.  ``official_bpp``: the number the official
-    code logs, -objective / (H W ln 2) with its per-pixel -HW log(quant) term.
-    """
-
-    bits_per_dim: torch.Tensor
-    official_bpp: torch.Tensor
 
 
 class FlowNet(nn.Module):
@@ -252,42 +153,21 @@ class FlowNet(nn.Module):
         return x, logdet
 
 
-class FlowSampler:
-    """What SRFlow and HCFlow share on top of their own ``encode_condition``,
-    ``draw_latents`` and ``decode``."""
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
-
-    def _cond(self, lr_or_cond) -> Condition:
-        return lr_or_cond if isinstance(lr_or_cond, Condition) else self.encode_condition(lr_or_cond)
-
-    @torch.inference_mode()
-    def sample(self, lr, temperature: float = 0.8, seed: int = 0, n: int = 1,
-               return_latents: bool = False):
-        """``n`` SR samples of one LR image (or of a Condition); reproducible per seed."""
-        cond = self._cond(lr)
-        if cond.batch != 1:
-            raise ValueError("sample() takes a single LR image; loop over a batch")
-        lat = self.draw_latents(cond, temperature, seed, n)
-        sr = self.decode(cond, lat)
-        return (sr, lat) if return_latents else sr
-
-
-class SRFlow(FlowSampler, nn.Module):
+class SRFlow(FlowModelBase):
     """SRFlow (and the SRFlow-DA variants): ``RRDB`` encoder + ``flowUpsamplerNet``."""
 
+    family = "srflow"
+    supports_region = True
+    encoder_prefix = "RRDB."
+
     def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.cfg = cfg.validate()
+        super().__init__(cfg)
         r = cfg.rrdb
         self.RRDB = RRDBNet(r.nf, r.nb, r.gc, cfg.scale, r.in_nc, r.out_nc, tail=r.tail)
         self.flowUpsamplerNet = FlowNet(cfg)
-        self.scale = cfg.scale
         self.freeze_encoder = False   # when True, encoder features are computed without grad
 
-    # -- helpers ---------------------------------------------------------
+    # -- geometry --------------------------------------------------------
     @property
     def latent_strides(self) -> list[int]:
         return list(self.flowUpsamplerNet.latent_strides)
@@ -320,31 +200,30 @@ class SRFlow(FlowSampler, nn.Module):
         With ``cache`` (default: when no gradient is being recorded) the LR-only parts
         of every conditional step are precomputed as well.
         """
-        if lr.dim() != 4 or lr.shape[1] != 3:
-            raise ValueError(f"LR must have shape (N, 3, h, w), got {tuple(lr.shape)}")
-        if not torch.is_floating_point(lr):
-            raise TypeError("LR must be a float tensor in [0, 1]")
-        h, w = lr.shape[-2:]
-        m = self.lr_multiple
-        ph, pw = (-h) % m, (-w) % m
-        if ph or pw:
-            if h < 2 or w < 2:
-                raise ValueError(f"LR image too small: {h}x{w}")
-            lr = F.pad(lr, (0, pw, 0, ph), mode="reflect")
+        lr, hw, pad = self._prepare_lr(lr)
         blocks = list(self.cfg.flow.blocks)
         if self.freeze_encoder:
             with torch.no_grad():
                 feats = self.RRDB.features(lr, self.flowUpsamplerNet.needed_features, blocks)
         else:
             feats = self.RRDB.features(lr, self.flowUpsamplerNet.needed_features, blocks)
-        cond = Condition(lr_shape=(h, w), pad=(ph, pw), features=feats, batch=lr.shape[0],
-                         hr_size=(h * self.scale, w * self.scale))
+        cond = self._condition(lr, hw, pad, feats)
         if cache is None:
             cache = not torch.is_grad_enabled()
         if cache:
             with torch.no_grad():
                 self.flowUpsamplerNet.build_caches(cond)
         return cond
+
+    def crop_condition(self, cond: Condition, box) -> Condition:
+        """The cached condition of the padded-HR window ``box = (y0, y1, x0, x1)``
+        (multiples of the coarsest stride): every layer's cache cropped to it."""
+        if cond.caches is None:
+            raise ValueError("region decoding needs a cached condition (encode_condition without grad)")
+        y0, y1, x0, x1 = box
+        caches = [None if c is None else c.crop(y0 // s, y1 // s, x0 // s, x1 // s)
+                  for c, s in zip(cond.caches, self.flowUpsamplerNet.strides)]
+        return Condition(cond.lr_shape, cond.pad, {}, caches, cond.batch, cond.hr_size)
 
     # -- directions --------------------------------------------------------
     def encode(self, hr: torch.Tensor, lr, dequantize: bool = False, quant: int = 32,
@@ -355,14 +234,19 @@ class SRFlow(FlowSampler, nn.Module):
         H, W = cond.hr_size
         if hr.shape[-2:] != (H, W):
             raise ValueError(f"HR size {tuple(hr.shape[-2:])} does not match LR x{self.scale} = {(H, W)}")
-        ph, pw = cond.pad
-        if ph or pw:
-            hr = F.pad(hr, (0, pw * self.scale, 0, ph * self.scale), mode="reflect")
+        hr = cond.pad_hr(hr)
         if dequantize:
             u = torch.rand(hr.shape, generator=generator, device="cpu" if generator is not None else hr.device)
             hr = hr + (u.to(hr.device, hr.dtype) - 0.5) / quant
         levels, logdet = self.flowUpsamplerNet.encode(hr, cond)
         return Latents(levels, self.latent_strides, (H, W)), logdet
+
+    def encode_window(self, hr_padded: torch.Tensor, cond: Condition, box) -> list[torch.Tensor]:
+        """Encode the window ``box`` of a padded HR image with the cropped cached
+        condition: per-level latents of that window (border positions are approximate)."""
+        y0, y1, x0, x1 = box
+        levels, _ = self.flowUpsamplerNet.encode(hr_padded[..., y0:y1, x0:x1], self.crop_condition(cond, box))
+        return levels
 
     def decode(self, lr, latents: Latents | list, region: tuple[int, int, int, int] | None = None):
         """Latents -> SR image (N, 3, H, W), cropped to the unpadded size.
@@ -377,15 +261,10 @@ class SRFlow(FlowSampler, nn.Module):
             x, _ = self.flowUpsamplerNet.decode(levels, cond)
             H, W = cond.hr_size
             return x[..., :H, :W]
-        if cond.caches is None:
-            raise ValueError("region decoding needs a cached condition (encode_condition without grad)")
+        sub = self.crop_condition(cond, region)
         y0, y1, x0, x1 = region
-        strides = self.latent_strides
-        lv = [t[..., y0 // s:y1 // s, x0 // s:x1 // s] for t, s in zip(levels, strides)]
-        fn = self.flowUpsamplerNet
-        caches = [None if c is None else c.crop(y0 // s, y1 // s, x0 // s, x1 // s)
-                  for c, s in zip(cond.caches, fn.strides)]
-        x, _ = fn.decode(lv, cond, caches=caches)
+        lv = [t[..., y0 // s:y1 // s, x0 // s:x1 // s] for t, s in zip(levels, self.latent_strides)]
+        x, _ = self.flowUpsamplerNet.decode(lv, sub)
         return x
 
     def log_prob(self, hr, lr, dequantize=False, quant=32, generator=None):
@@ -407,22 +286,16 @@ class SRFlow(FlowSampler, nn.Module):
         bpp = (-logp + pixels * q) / (pixels * math.log(2))
         return NLL(bpd, bpp)
 
-    # -- sampling ----------------------------------------------------------
-    def draw_latents(self, cond: Condition, temperature: float, seed: int, n: int = 1) -> Latents:
-        """Latents for ``n`` samples; sample k uses seed ``seed + k`` for every level,
-        so any gallery item is reproducible on its own.  Drawn on the CPU (device
-        independent), then moved to the model's device."""
-        H, W = cond.hr_size
-        ph, pw = cond.pad
-        Hp, Wp = H + ph * self.scale, W + pw * self.scale
-        shapes = self.latent_shapes(Hp, Wp)
-        per = []
-        for k in range(n):
-            g = torch.Generator().manual_seed(int(seed) + k)
-            per.append([torch.randn((1,) + s, generator=g) * float(temperature) for s in shapes])
-        dev, dtype = self.device, next(self.parameters()).dtype
-        levels = [torch.cat([p[i] for p in per]).to(dev, dtype) for i in range(len(shapes))]
-        return Latents(levels, self.latent_strides, (H, W))
+    # -- training ----------------------------------------------------------
+    @property
+    def encoder(self) -> nn.Module:
+        return self.RRDB
+
+    def set_encoder_trainable(self, trainable: bool) -> None:
+        """Freeze (features computed without grad) or unfreeze the RRDB encoder."""
+        self.freeze_encoder = not trainable
+        for p in self.RRDB.parameters():
+            p.requires_grad_(trainable)
 
     def forward(self, hr, lr, quant: int = 32, weight_l1: float = 0.0, l1_batch: int = 0, generator=None):
         """Training objective: ``(loss, bits_per_dim, l1)`` where loss = mean NLL in
@@ -438,3 +311,11 @@ class SRFlow(FlowSampler, nn.Module):
             l1 = F.l1_loss(sr, hr[:n])
             loss = loss + weight_l1 * l1
         return loss, bpd, l1
+
+    def training_loss(self, hr, lr, optim, generator=None, module=None) -> TrainingLoss:
+        """``forward`` (through ``module``, e.g. a DDP wrapper) under ``optim``'s
+        ``quant``, ``weight_l1`` and ``l1_batch``; reported: bits/dim."""
+        fn = self if module is None else module
+        loss, bpd, l1 = fn(hr, lr, quant=optim.quant, weight_l1=optim.weight_l1, l1_batch=optim.l1_batch,
+                           generator=generator)
+        return TrainingLoss(loss, bpd, l1)

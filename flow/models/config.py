@@ -23,7 +23,7 @@ COUPLINGS = ("srflow", "da", "da-r", "da-d")
 SPLIT_RULES = ("official", "every_level", "every6", "none")
 
 
-#: RRDB tail semantics (``flow.rrdb.RRDBNet``): ``official`` is the official SRFlow code
+#: RRDB tail semantics (``flow.models.rrdb.RRDBNet``): ``official`` is the official SRFlow code
 #: (residual from the last trunk block, conditioning maps after the LeakyReLU); ``esrgan``
 #: is the ESRGAN form (residual from ``conv_first``, maps before the LeakyReLU), used by
 #: ESRGAN/Real-ESRGAN weights and by our model files written before the field existed.
@@ -176,14 +176,14 @@ def _build_presets() -> dict[str, ModelConfig]:
     p["small_4x"] = ModelConfig(
         name="small_4x", scale=4, rrdb=RRDBConfig(nf=32, nb=4, gc=16),
         flow=FlowConfig(K=4, L=3, hidden_channels=32, blocks=[0, 1, 2, 3]))
-    # The shipped model: small enough for interactive use on a 2-core CPU.  It was trained
-    # with the ESRGAN tail, which it keeps.
+    # The shipped model: small enough for interactive use on a 2-core CPU; ESRGAN tail (the
+    # tail its weights were made with).
     p["studio_4x"] = ModelConfig(
         name="studio_4x", scale=4, rrdb=RRDBConfig(nf=64, nb=6, gc=32, tail="esrgan"),
         flow=FlowConfig(K=4, L=3, hidden_channels=64, blocks=[1, 3, 5]))
-    # The stronger shipped model: the first 8 trunk blocks of Real-ESRGAN x4plus's RRDB
-    # (ESRGAN tail, imported with `python -m flow.ncnn`), L1 fine-tuned, and the same flow
-    # as studio_4x (three conditioning blocks: 256-channel conditioning).
+    # An 8-block ESRGAN-tail RRDB (the shape of Real-ESRGAN weights imported with
+    # `python -m flow.ncnn`, configs/studio_plus_4x.yaml) and the flow of studio_4x
+    # (three conditioning blocks: 256-channel conditioning).
     p["studio_plus_4x"] = ModelConfig(
         name="studio_plus_4x", scale=4, rrdb=RRDBConfig(nf=64, nb=8, gc=32, tail="esrgan"),
         flow=FlowConfig(K=4, L=3, hidden_channels=64, blocks=[1, 4, 7], eps=0.02))

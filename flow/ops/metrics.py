@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from typing import Optional, Sequence, Tuple
+from typing import Tuple
 
 import numpy as np
 

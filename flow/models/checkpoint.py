@@ -22,9 +22,7 @@ from pathlib import Path
 
 import torch
 
-from .config import ModelConfig, from_official_yaml, preset
-from .hcflow import HC_PRESETS, HCFlow, HCFlowConfig, haar_kernels, hcflow_from_official_yaml, is_hcflow_yaml
-from .model import SRFlow
+from . import registry
 
 FORMAT = "srflow-studio/1"
 UNUSED_PREFIXES = ("flowUpsamplerNet.f.",)
@@ -44,7 +42,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
-def _read_pth(path: Path) -> dict[str, torch.Tensor]:
+def read_pth(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - surface a clear message for any unreadable file
@@ -91,16 +89,11 @@ def _hcflow_rename(k: str) -> str:
     return k
 
 
-def check_haar(model, source: str) -> None:
-    """The rescaling model's Haar kernels are constants: refuse a file that changed them."""
-    for name, p in model.state_dict().items():
-        if name.endswith("haar_weights") and not torch.equal(p.cpu(), haar_kernels(p.shape[0] // 4)):
-            raise CheckpointError(f"{source}: {name} is not the constant Haar kernel")
-
-
-def build_model(cfg):
-    """The model of a config: :class:`SRFlow` or :class:`HCFlow`."""
-    return HCFlow(cfg) if isinstance(cfg, HCFlowConfig) else SRFlow(cfg)
+def check_constants(model, source: str) -> None:
+    """Weights that are constants of the architecture (HCFlow rescaling's Haar kernels)
+    must keep their values: refuse a file that changed them."""
+    for name in registry.family(model.family).bad_constants(model):
+        raise CheckpointError(f"{source}: {name} is not the constant Haar kernel")
 
 
 def check_state_dict(model: torch.nn.Module, sd: dict[str, torch.Tensor], subset: str | None = None,
@@ -125,42 +118,13 @@ def check_state_dict(model: torch.nn.Module, sd: dict[str, torch.Tensor], subset
                               + "\n  (wrong --config / preset for this checkpoint?)")
 
 
-def _config_from(config):
-    if isinstance(config, (ModelConfig, HCFlowConfig)):
-        return config
-    if not isinstance(config, dict):
-        s = str(config)
-        if not (s.endswith((".yml", ".yaml")) or os.path.exists(s)):
-            key = s.lower().replace("-", "_")
-            if key in HC_PRESETS:
-                return HCFlowConfig.from_dict(HC_PRESETS[key].to_dict())
-            return preset(s)
-        import yaml
-
-        try:
-            config = yaml.safe_load(Path(s).read_text())
-        except yaml.YAMLError as e:
-            raise ValueError(f"{s}: not a valid YAML file ({e})") from None
-        if not isinstance(config, dict):
-            raise ValueError(f"{s}: not an SRFlow/HCFlow config")
-        if not is_hcflow_yaml(config):
-            return from_official_yaml(s)
-    return hcflow_from_official_yaml(config) if is_hcflow_yaml(config) else from_official_yaml(config)
-
-
 def config_from_meta(meta: dict):
-    """The config stored in one of our files.  SRFlow files written before
-    ``RRDBConfig.tail`` existed were built with the ESRGAN tail, so a missing
-    ``rrdb.tail`` reads as ``"esrgan"`` (new files always store it)."""
-    d = json.loads(meta["config"])
-    if d.get("family") == "hcflow":
-        return HCFlowConfig.from_dict(d)
-    if isinstance(d.get("rrdb"), dict) and "tail" not in d["rrdb"]:
-        d["rrdb"] = {**d["rrdb"], "tail": "esrgan"}
-    return ModelConfig.from_dict(d)
+    """The config stored in one of our files (see :func:`flow.models.registry.config_from_dict`:
+    SRFlow files written before ``RRDBConfig.tail`` existed read as the ESRGAN tail)."""
+    return registry.config_from_dict(json.loads(meta["config"]), legacy=True)
 
 
-def save_safetensors(model: SRFlow, path: str | Path, extra: dict | None = None) -> None:
+def save_safetensors(model, path: str | Path, extra: dict | None = None) -> None:
     """Write weights + config (+ optional string metadata) to a self-describing file."""
     from safetensors.torch import save_file
 
@@ -184,10 +148,11 @@ def read_safetensors_meta(path: str | Path) -> dict:
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
 
 
-def load_model(path: str | Path, config=None, device: str | torch.device = "auto") -> SRFlow | HCFlow:
-    """Load any supported model file; returns an ``eval()`` :class:`SRFlow` or :class:`HCFlow`.
+def load_model(path: str | Path, config=None, device: str | torch.device = "auto"):
+    """Load any supported model file; returns an ``eval()`` :class:`flow.models.protocol.FlowModel`
+    (SRFlow or HCFlow, by the file's config).
 
-    ``config``: official YAML path, :class:`ModelConfig`, or preset name; required for
+    ``config``: official YAML path, a config object, or preset name; required for
     ``.pth`` files, optional for our safetensors (overrides the stored config only if
     given).  RRDB-only files give a model whose flow is freshly initialised.
     """
@@ -201,36 +166,36 @@ def load_model(path: str | Path, config=None, device: str | torch.device = "auto
         meta = read_safetensors_meta(path)
         if meta.get("format") != FORMAT or "config" not in meta:
             raise CheckpointError(f"{path}: not an SRFlow Studio model (missing format/config metadata)")
-        cfg = _config_from(config) if config is not None else config_from_meta(meta)
-        model = build_model(cfg)
+        cfg = registry.resolve_config(config) if config is not None else config_from_meta(meta)
+        model = registry.build(cfg)
         sd = load_file(str(path))
         check_state_dict(model, sd, source=str(path))
         model.load_state_dict(sd)
-        check_haar(model, str(path))
+        check_constants(model, str(path))
         model.meta = meta
     else:
         if config is None:
             raise CheckpointError(f"{path}: an official .pth needs its YAML config (config=...) "
                                   "or a preset name")
-        cfg = _config_from(config)
-        sd, kind = normalize_official(_read_pth(path))
-        model = build_model(cfg)
-        if (kind == "hcflow") != isinstance(cfg, HCFlowConfig):
-            raise CheckpointError(f"{path}: a {'HCFlow' if kind == 'hcflow' else 'SRFlow'} checkpoint, but the "
-                                  f"config {cfg.name!r} is {'HCFlow' if isinstance(cfg, HCFlowConfig) else 'SRFlow'}")
-        if kind in ("full", "hcflow"):
+        cfg = registry.resolve_config(config)
+        sd, kind = normalize_official(read_pth(path))
+        model = registry.build(cfg)
+        got, want = registry.family_of_checkpoint(kind), registry.family_of(cfg)
+        if got is not want:
+            raise CheckpointError(f"{path}: a {got.label} checkpoint, but the config {cfg.name!r} is {want.label}")
+        if kind != "rrdb":
             check_state_dict(model, sd, source=str(path))
             model.load_state_dict(sd)
-            check_haar(model, str(path))
+            check_constants(model, str(path))
         else:
-            check_state_dict(model, sd, subset="RRDB.", source=str(path))
+            check_state_dict(model, sd, subset=model.encoder_prefix, source=str(path))
             model.load_state_dict(sd, strict=False)
         model.meta = {"format": "official-" + kind, "source": path.name}
     model.identity = model_identity(model)
     return model.to(dev).eval()
 
 
-def model_identity(model: SRFlow) -> str:
+def model_identity(model) -> str:
     """A short fingerprint of architecture + weights (used by session files)."""
     import hashlib
 
