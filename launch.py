@@ -64,8 +64,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-file-size", default="20mb", help="upload size limit (default 20mb)")
     p.add_argument("--history-mb", type=int, default=limits.HISTORY_MB,
                    help=f"memory of the undo history per browser tab, in MB (default {limits.HISTORY_MB})")
+    p.add_argument("--max-action-mb", type=int, default=limits.MAX_ACTION_MB,
+                   help="largest memory estimate of one action, in MB; larger ones are refused before they "
+                        f"run (default {limits.MAX_ACTION_MB})")
     a = p.parse_args(argv)
-    for name in ("max_side", "queue_size", "concurrency", "port", "history_mb"):
+    for name in ("max_side", "queue_size", "concurrency", "port", "history_mb", "max_action_mb"):
         if getattr(a, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be positive")
     return a
@@ -147,6 +150,7 @@ def main(argv=None) -> None:
 
     demo = build_demo(models, max_side=args.max_side, queue_size=args.queue_size,
                       concurrency=args.concurrency, max_history_mb=args.history_mb,
+                      max_action_mb=args.max_action_mb,
                       delete_cache=(1800, 7200))
     demo.launch(server_name=args.host, server_port=args.port, share=args.share,
                 **launch_kwargs(args.max_file_size))

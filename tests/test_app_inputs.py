@@ -401,3 +401,8 @@ def test_launch_args():
         ["studio_4x.safetensors"] + [p.name for n, p in SHIPPED.items() if n != "studio_4x" and p.is_file()])
     with pytest.raises(SystemExit):
         launch.parse_args(["--max-side", "0"])
+    from app import limits
+    assert launch.parse_args([]).max_action_mb == limits.MAX_ACTION_MB
+    assert launch.parse_args(["--max-action-mb", "512"]).max_action_mb == 512
+    with pytest.raises(SystemExit):
+        launch.parse_args(["--max-action-mb", "0"])

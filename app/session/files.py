@@ -66,11 +66,40 @@ def save_session(s, path) -> None:
     os.replace(tmp, path)
 
 
-def load_session(cls, path, model):
+def _check_sizes(name: str, shapes: dict, meta: dict, scale: int, kw: dict) -> None:
+    """The hosting limits, from the file's header only (before any tensor is read): the LR's
+    longest side (``max_lr_side``), the images' sizes (all HR-sized), the gallery's length
+    and the memory estimate of opening it (``max_action_mb``)."""
+    from app import limits
+
+    lr = shapes.get("lr")
+    if lr is None or len(lr) != 3 or lr[2] != 3:
+        raise SessionFileError(f"{name} is incomplete or inconsistent: no HxWx3 LR image")
+    h, w = int(lr[0]), int(lr[1])
+    try:
+        limits.check_lr_side(f"{name}", h, w, kw.get("max_lr_side"))
+        n_gal = len(json.loads(meta.get("gallery", "[]")))
+        if n_gal > limits.MAX_SESSION_GALLERY:
+            raise ValueError(f"{name} has {n_gal} gallery samples; at most {limits.MAX_SESSION_GALLERY} are allowed")
+        limits.check_action(f"opening {name}", h * scale, w * scale, n_gal + 2,
+                            kw.get("max_action_mb", limits.MAX_ACTION_MB))
+    except (TypeError, json.JSONDecodeError):
+        raise SessionFileError(f"{name} is incomplete or inconsistent: unreadable gallery entry") from None
+    except ValueError as e:
+        raise SessionFileError(str(e)) from None
+    for k, shp in shapes.items():
+        if k in ("hr", "current", "raw") or (k.startswith("gallery.") and k.endswith((".image", ".raw"))):
+            if tuple(shp) != (h * scale, w * scale, 3):
+                raise SessionFileError(f"{name} is incomplete or inconsistent: {k} is {tuple(shp)}, expected "
+                                       f"{(h * scale, w * scale, 3)} (the LR × {scale})")
+
+
+def load_session(cls, path, model, **kw):
     """Open a session file with ``model`` (the one it was saved with) as an instance of
-    ``cls`` (:class:`app.session.EditSession`).  The current image, latents, gallery and
-    log come back bit for bit; undo history does not.  Raises :class:`SessionFileError`
-    for unreadable/corrupt files or another model."""
+    ``cls`` (:class:`app.session.EditSession`, built with the keywords ``kw``: history and
+    hosting limits, checked against the header's sizes before any tensor is read).  The
+    current image, latents, gallery and log come back bit for bit; undo history does not.
+    Raises :class:`SessionFileError` for unreadable/corrupt/too large files or another model."""
     from safetensors import safe_open
 
     path = Path(path)
@@ -79,7 +108,13 @@ def load_session(cls, path, model):
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = dict(f.metadata() or {})
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+            checked = meta.get("format") == SESSION_FORMAT
+            if checked:
+                _check_sizes(path.name, shapes, meta, int(model.scale), kw)
             t = {k: f.get_tensor(k) for k in f.keys()}
+    except SessionFileError:
+        raise
     except Exception as e:  # noqa: BLE001 - any parse failure is a corrupt file
         raise SessionFileError(f"{path.name} is not a readable session file (truncated or corrupt?): "
                                f"{str(e).splitlines()[0][:160] if str(e) else type(e).__name__}") from None
@@ -98,7 +133,7 @@ def load_session(cls, path, model):
         def img(k):
             return np.ascontiguousarray(t[k].numpy()) if k in t else None
 
-        s = cls(model, img("lr"), hr=img("hr"))
+        s = cls(model, img("lr"), hr=img("hr"), **kw)
         s.lr_projection = float(meta.get("lr_projection", "0.0"))
         s.splice_margin = int(meta.get("splice_margin", str(DEFAULT_MARGIN)))
         n_lv = int(meta.get("n_levels", "0"))

@@ -115,13 +115,20 @@ class EditSession:
     """Interactive latent editing of one LR image (see the module docstring)."""
 
     def __init__(self, model, lr: np.ndarray, hr: np.ndarray | None = None, history: int = limits.HISTORY_STEPS,
-                 max_history_bytes: int = limits.HISTORY_MB * 2**20):
+                 max_history_bytes: int = limits.HISTORY_MB * 2**20, max_lr_side: int | None = None,
+                 max_action_mb: float = limits.MAX_ACTION_MB):
         self.model = model.eval()
         self.scale = int(model.scale)
+        #: hosting limits (see :mod:`app.limits`): the LR's longest side (None: none) and the
+        #: memory estimate of one action, both checked before the work starts
+        self.max_lr_side = None if max_lr_side is None else int(max_lr_side)
+        self.max_action_mb = float(max_action_mb)
         lr = check_image(lr, "the LR image")
         if min(lr.shape[:2]) < limits.MIN_LR_SIDE:
             raise ValueError(f"the LR image is {lr.shape[1]}x{lr.shape[0]}: at least "
                              f"{limits.MIN_LR_SIDE}x{limits.MIN_LR_SIDE} pixels are needed")
+        limits.check_lr_side("the image", *lr.shape[:2], self.max_lr_side)
+        self._check_memory("loading the image", lr.shape[0] * self.scale, lr.shape[1] * self.scale)
         if hr is not None:
             hr = check_image(hr, "the HR ground truth")
             if hr.shape[:2] != (lr.shape[0] * self.scale, lr.shape[1] * self.scale):
@@ -201,6 +208,12 @@ class EditSession:
         return bool(self.history.redo_stack)
 
     # ---------------------------------------------------------------- helpers
+    def _check_memory(self, what: str, hr_h: int | None = None, hr_w: int | None = None, kept: int = 1):
+        """Refuse (``ValueError``) an action whose memory estimate exceeds ``max_action_mb``."""
+        if hr_h is None:
+            hr_h, hr_w = self.hr_size
+        limits.check_action(what, hr_h, hr_w, kept, self.max_action_mb)
+
     def _require_current(self):
         if self.latents is None or self.current is None:
             raise ValueError("No current image yet: generate a super-resolution first.")
@@ -280,6 +293,7 @@ class EditSession:
         n = int(n)
         if n < 1 or n > limits.MAX_SAMPLES:
             raise ValueError(f"number of samples must be 1..{limits.MAX_SAMPLES}, got {n}")
+        self._check_memory("generate", kept=n)
         items, warns = [], []
         for k in range(n):
             lat = self.model.draw_latents(self.cond, tau, seed + k, 1)
@@ -393,6 +407,14 @@ class EditSession:
             raise ValueError("the source box must be (y0, x0, y1, x1)")
         if not (hasattr(dst_yx, "__len__") and len(dst_yx) == 2 and hasattr(dst_hw, "__len__") and len(dst_hw) == 2):
             raise ValueError("the destination must be given as (y, x) and (height, width)")
+        H, W = self.hr_size
+        try:
+            dh, dw = int(dst_hw[0]), int(dst_hw[1])
+        except (TypeError, ValueError):
+            raise ValueError("the destination size must be two integers (height, width)") from None
+        if dh > H or dw > W:
+            raise ValueError(f"the destination size {dw}×{dh} (width×height) is larger than the image "
+                             f"({W}×{H}); choose at most {W}×{H}")
         pasted, m = E.paste(self.current, src, src_box, dst_yx, dst_hw)
         pasted_t = to_tensor(pasted)[None].to(self.device, self.dtype)
         lat, masks = E.content_transfer(self.model, self.cond, self.latents, pasted_t, m, mode, tau, seed, d,
@@ -452,6 +474,8 @@ class EditSession:
         if min(Hd, Wd) < limits.MIN_LR_SIDE * s:
             raise ValueError(f"the degraded photo is {deg.shape[1]}x{deg.shape[0]}: at least "
                              f"{limits.MIN_LR_SIDE * s}x{limits.MIN_LR_SIDE * s} pixels are needed")
+        limits.check_lr_side("the degraded photo", Hd // s, Wd // s, self.max_lr_side)
+        self._check_memory("restore", Hd, Wd, kept=2)
         deg = np.ascontiguousarray(deg[:Hd, :Wd])
         tau, seed = check_temperature(temperature), check_seed(seed)
         new_lr = make_lr(deg, s)
@@ -526,7 +550,8 @@ class EditSession:
         save_session(self, path)
 
     @classmethod
-    def load(cls, path, model) -> "EditSession":
-        """Open a session file with ``model`` (the one it was saved with); see
-        :func:`app.session.files.load_session`."""
-        return load_session(cls, path, model)
+    def load(cls, path, model, **kw) -> "EditSession":
+        """Open a session file with ``model`` (the one it was saved with); ``kw``: the
+        constructor's keywords (history and hosting limits, checked against the file's
+        sizes before anything is decoded); see :func:`app.session.files.load_session`."""
+        return load_session(cls, path, model, **kw)

@@ -39,8 +39,8 @@ from PIL import Image
 
 from app import engine
 from app.images import MAX_BYTES, ImageInputError, fit_max_side, load_rgb
-from app.limits import (HISTORY_MB, HISTORY_STEPS, MAX_DILATION, MAX_LR_SIDE, MAX_SAMPLES, MAX_SEED,
-                        MAX_TEMPERATURE, MIN_LR_SIDE)
+from app.limits import (HISTORY_MB, HISTORY_STEPS, MAX_ACTION_MB, MAX_DILATION, MAX_LR_SIDE, MAX_SAMPLES,
+                        MAX_SEED, MAX_TEMPERATURE, MIN_LR_SIDE)
 from app.models import Catalog
 from app.session import EditSession, SessionFileError
 from flow.ops.imresize import make_lr
@@ -128,15 +128,19 @@ class Studio:
     """Handlers (thin wrappers around EditSession) plus the shared, read-only config."""
 
     def __init__(self, models: dict, max_side: int = MAX_LR_SIDE, max_upload_bytes: int = MAX_BYTES,
-                 history: int = HISTORY_STEPS, max_history_mb: int = HISTORY_MB):
+                 history: int = HISTORY_STEPS, max_history_mb: int = HISTORY_MB,
+                 max_action_mb: float = MAX_ACTION_MB):
         if not models:
             raise ValueError("no model given")
         self.catalog = Catalog(models)
         self.models, self.infos = self.catalog.models, self.catalog.infos
         self.max_side = int(max_side)
         self.max_upload_bytes = int(max_upload_bytes)
-        # undo history per tab: at most ``history`` steps and ``max_history_mb`` of memory
-        self.history_kw = dict(history=int(history), max_history_bytes=int(max_history_mb) * 2**20)
+        self.max_action_mb = float(max_action_mb)
+        # every session of a tab: at most ``history`` undo steps and ``max_history_mb`` of memory;
+        # the hosting limits (LR side, memory estimate per action), also for uploaded session files
+        self.history_kw = dict(history=int(history), max_history_bytes=int(max_history_mb) * 2**20,
+                               max_lr_side=self.max_side, max_action_mb=self.max_action_mb)
         self.out_dir = Path(tempfile.mkdtemp(prefix="srflow-studio-"))
         atexit.register(shutil.rmtree, self.out_dir, ignore_errors=True)
         self.files = ImageFiles(self.out_dir)
@@ -172,14 +176,25 @@ class Studio:
         name = f"{what} ({Path(str(path)).name})"
         return load_rgb(path, max_bytes=self.max_upload_bytes, name=name)
 
+    @staticmethod
+    def _fit(img: np.ndarray, max_side: int, min_side: int, what: str, too_small: str):
+        """Downsize ``img`` to ``max_side``; refuse, naming the upload's own size, when its
+        short side is (or would become) under ``min_side``."""
+        h, w = img.shape[:2]
+        out, note = fit_max_side(img, max_side)
+        if min(out.shape[:2]) < min_side:
+            if out.shape[:2] != (h, w):
+                raise ValueError(f"{what} is {w}×{h}: too narrow. Downsized to this server's limit of {max_side} px "
+                                 f"on the longest side it would be {out.shape[1]}×{out.shape[0]}, under the "
+                                 f"{min_side} px minimum{too_small}. Crop it to an aspect ratio of at most "
+                                 f"{max_side // min_side}:1.")
+            raise ValueError(f"{what} is {w}×{h}: too small{too_small} (need at least {min_side}×{min_side})")
+        return out, note
+
     def _fit_hr(self, img: np.ndarray, scale: int, what: str):
         """An HR image: downsize so that its LR fits --max-side; refuse if too small."""
-        img, note = fit_max_side(img, self.max_side * scale)
-        if min(img.shape[:2]) < MIN_LR_SIDE * scale:
-            raise ValueError(f"{what} is {img.shape[1]}×{img.shape[0]}: too small for {scale}× "
-                             f"(its LR would be under {MIN_LR_SIDE} pixels; need at least "
-                             f"{MIN_LR_SIDE * scale}×{MIN_LR_SIDE * scale})")
-        return img, note
+        return self._fit(img, self.max_side * scale, MIN_LR_SIDE * scale, what,
+                         f" for {scale}× (its LR would be under {MIN_LR_SIDE} pixels)")
 
     def _make_session(self, model, kind: str, img: np.ndarray):
         notes = []
@@ -187,7 +202,7 @@ class Studio:
             img, note = self._fit_hr(img, model.scale, "the HR photo")
             sess = EditSession.from_hr(model, img, **self.history_kw)
         else:
-            img, note = fit_max_side(img, self.max_side)
+            img, note = self._fit(img, self.max_side, MIN_LR_SIDE, "the image", " for an LR image")
             sess = EditSession(model, img, **self.history_kw)
         if note:
             notes.append(note)
@@ -532,7 +547,7 @@ class Studio:
         progress(0.2, desc="Reading the session file")
         for name in order:                     # the selected model first, then the others
             try:
-                sess = EditSession.load(str(file), self.models[name])
+                sess = EditSession.load(str(file), self.models[name], **self.history_kw)
                 break
             except SessionFileError as e:
                 err = err or e

@@ -14,8 +14,9 @@ from types import SimpleNamespace
 import gradio as gr
 
 from app.images import MAX_BYTES
-from app.limits import HISTORY_MB, HISTORY_STEPS, MAX_DILATION, MAX_LR_SIDE, MAX_SAMPLES, MAX_TEMPERATURE
+from app.limits import HISTORY_MB, HISTORY_STEPS, MAX_ACTION_MB, MAX_DILATION, MAX_LR_SIDE, MAX_SAMPLES, MAX_TEMPERATURE
 
+from .components import ImageEditor, Number, Slider
 from .handlers import Studio
 
 CSS = """
@@ -34,17 +35,18 @@ def launch_kwargs(max_file_size: str | int | None = "20mb") -> dict:
 
 def build_demo(models: dict, max_side: int = MAX_LR_SIDE, queue_size: int = 16, concurrency: int = 1,
                max_upload_bytes: int = MAX_BYTES, history: int = HISTORY_STEPS, max_history_mb: int = HISTORY_MB,
-               delete_cache: tuple[int, int] | None = None) -> gr.Blocks:
+               delete_cache: tuple[int, int] | None = None, max_action_mb: float = MAX_ACTION_MB) -> gr.Blocks:
     """Build the queued Gradio app around ``models`` ({name: FlowModel}, shared read-only).
 
     ``max_side``: largest LR side (larger inputs are downsized); ``queue_size`` /
     ``concurrency``: queued / simultaneous requests; ``history`` / ``max_history_mb``:
-    undo steps and their memory per browser tab; ``delete_cache``: gradio's
+    undo steps and their memory per browser tab; ``max_action_mb``: the largest memory
+    estimate of one action (:func:`app.limits.check_action`); ``delete_cache``: gradio's
     ``(frequency, age)`` clean-up of the files this app put in its cache, which also
     removes them all at shutdown: only use it with a cache directory of this app's own
     (``GRADIO_TEMP_DIR``, as ``launch.py`` does), never with a shared one."""
     st = Studio(models, max_side=max_side, max_upload_bytes=max_upload_bytes, history=history,
-                max_history_mb=max_history_mb)
+                max_history_mb=max_history_mb, max_action_mb=max_action_mb)
     img_kw = dict(format="png", interactive=False)
     c = SimpleNamespace()
     with gr.Blocks(title="SRFlow Studio", analytics_enabled=False, delete_cache=delete_cache) as demo:
@@ -101,7 +103,7 @@ def _input_tab(c, st, img_kw) -> None:
                                         "click to load", columns=len(st.examples) or 1, height=170,
                                   allow_preview=False, format="png", interactive=False,
                                   elem_id="examples")
-        c.ex_index = gr.Number(value=0, precision=0, visible=False)
+        c.ex_index = Number(value=0, precision=0, visible=False)
         c.session_up = gr.File(label="Upload a session file (.srflow)", type="filepath", height=110,
                                elem_id="session_upload")
 
@@ -110,15 +112,15 @@ def _explore_tab(c, st, img_kw) -> None:
     """Temperature, seed, samples, the gallery and the current result."""
     with gr.Tab("2 · Explore", id="explore"):
         with gr.Row():
-            c.temp = gr.Slider(0, MAX_TEMPERATURE, value=0.8, step=0.05, label="Temperature τ", info=TEMP_INFO,
+            c.temp = Slider(0, MAX_TEMPERATURE, value=0.8, step=0.05, label="Temperature τ", info=TEMP_INFO,
                                elem_id="temperature")
             with gr.Row():
-                c.seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", elem_id="seed")
+                c.seed = Number(value=0, precision=0, minimum=0, label="Seed", elem_id="seed")
                 c.dice = gr.Button("⚄ Random seed", size="sm", min_width=60, elem_id="dice")
-            c.n_samples = gr.Slider(1, MAX_SAMPLES, value=4, step=1, label="Number of samples",
+            c.n_samples = Slider(1, MAX_SAMPLES, value=4, step=1, label="Number of samples",
                                     elem_id="n_samples")
         with gr.Accordion("Exact LR consistency", open=False):
-            c.proj = gr.Slider(0, 1, value=0, step=0.05, label="LR projection strength α",
+            c.proj = Slider(0, 1, value=0, step=0.05, label="LR projection strength α",
                                info="0 = off. 1 = project every new result exactly onto the images whose "
                                     "bicubic downscale is the LR (Y + α·correction); watch for ringing.",
                                elem_id="lr_projection")
@@ -147,27 +149,27 @@ def _brush_tab(c, st, img_kw) -> None:
                     "the coarser latents under the brush also change pixels around it (in principle "
                     "anywhere); SRFlow decodes a window and leaves the rest untouched.", elem_id="brush_info")
         with gr.Row():
-            c.editor = gr.ImageEditor(type="numpy", image_mode="RGBA", label="Brush",
+            c.editor = ImageEditor(type="numpy", image_mode="RGBA", label="Brush",
                                       brush=gr.Brush(default_size=12, colors=[("#ff3b6b", 0.5)],
                                                      color_mode="fixed"),
                                       eraser=gr.Eraser(default_size=12), sources=(), transforms=(),
                                       layers=False, format="png", elem_id="editor", height=520)
             with gr.Column(scale=0, min_width=260):
-                c.r_temp = gr.Slider(0, MAX_TEMPERATURE, value=0.8, step=0.05, label="Region temperature τ",
+                c.r_temp = Slider(0, MAX_TEMPERATURE, value=0.8, step=0.05, label="Region temperature τ",
                                      info=TEMP_INFO, elem_id="region_temperature")
-                c.r_seed = gr.Number(value=1, precision=0, minimum=0, label="Region seed",
+                c.r_seed = Number(value=1, precision=0, minimum=0, label="Region seed",
                                      info="increments after each click",
                                      elem_id="region_seed")
-                c.dilation = gr.Slider(0, MAX_DILATION, value=1, step=1, label="Mask dilation (latent cells)",
+                c.dilation = Slider(0, MAX_DILATION, value=1, step=1, label="Mask dilation (latent cells)",
                                        elem_id="dilation")
                 c.resample_btn = gr.Button("Resample region", variant="primary", elem_id="resample")
-                c.take_k = gr.Number(value=0, precision=0, minimum=0, label="Sample k",
+                c.take_k = Number(value=0, precision=0, minimum=0, label="Sample k",
                                      elem_id="take_k")
                 c.take_btn = gr.Button("Take region from sample k", elem_id="take")
                 with gr.Accordion("Latent normalization", open=False):
                     c.n_mode = gr.Radio(["local", "spatial", "global"], value="local", label="Mode")
-                    c.n_temp = gr.Slider(0, MAX_TEMPERATURE, value=0.8, step=0.05, label="Target τ")
-                    c.n_seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
+                    c.n_temp = Slider(0, MAX_TEMPERATURE, value=0.8, step=0.05, label="Target τ")
+                    c.n_seed = Number(value=0, precision=0, minimum=0, label="Seed")
                     c.n_mask = gr.Checkbox(value=False, label="Only where brushed")
                     c.norm_btn = gr.Button("Normalize", elem_id="normalize")
 
@@ -183,20 +185,20 @@ def _transfer_tab(c, st, img_kw) -> None:
                 gr.Markdown("Source box (pixels of the source image) and destination (HR pixels of "
                             "the current result; size 0 × 0 = box size).")
                 with gr.Row():
-                    c.by0 = gr.Number(value=0, precision=0, label="box y0", minimum=0, min_width=70)
-                    c.bx0 = gr.Number(value=0, precision=0, label="box x0", minimum=0, min_width=70)
-                    c.by1 = gr.Number(value=32, precision=0, label="box y1", minimum=0, min_width=70)
-                    c.bx1 = gr.Number(value=32, precision=0, label="box x1", minimum=0, min_width=70)
+                    c.by0 = Number(value=0, precision=0, label="box y0", minimum=0, min_width=70)
+                    c.bx0 = Number(value=0, precision=0, label="box x0", minimum=0, min_width=70)
+                    c.by1 = Number(value=32, precision=0, label="box y1", minimum=0, min_width=70)
+                    c.bx1 = Number(value=32, precision=0, label="box x1", minimum=0, min_width=70)
                 with gr.Row():
-                    c.dy = gr.Number(value=0, precision=0, label="dest y", minimum=0, min_width=70)
-                    c.dx = gr.Number(value=0, precision=0, label="dest x", minimum=0, min_width=70)
-                    c.dh = gr.Number(value=0, precision=0, label="dest height", minimum=0, min_width=70)
-                    c.dw = gr.Number(value=0, precision=0, label="dest width", minimum=0, min_width=70)
+                    c.dy = Number(value=0, precision=0, label="dest y", minimum=0, min_width=70)
+                    c.dx = Number(value=0, precision=0, label="dest x", minimum=0, min_width=70)
+                    c.dh = Number(value=0, precision=0, label="dest height", minimum=0, min_width=70)
+                    c.dw = Number(value=0, precision=0, label="dest width", minimum=0, min_width=70)
                 c.t_mode = gr.Radio(["local", "spatial", "global"], value="local",
                                     label="Normalization (local = only the latents under the paste)")
                 with gr.Row():
-                    c.t_temp = gr.Slider(0, MAX_TEMPERATURE, value=0.8, step=0.05, label="Temperature τ", info=TEMP_INFO)
-                    c.t_seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
+                    c.t_temp = Slider(0, MAX_TEMPERATURE, value=0.8, step=0.05, label="Temperature τ", info=TEMP_INFO)
+                    c.t_seed = Number(value=0, precision=0, minimum=0, label="Seed")
                 with gr.Row():
                     c.harm_btn = gr.Button("Harmonize", variant="primary", elem_id="harmonize")
                     c.use_hr_btn = gr.Button("Target: ground truth", elem_id="use_hr")
@@ -221,8 +223,8 @@ def _restore_tab(c, st, img_kw) -> None:
                 c.deg_up = gr.File(label="Degraded HR photo (noise, JPEG artifacts)", file_types=["image"],
                                    type="filepath", elem_id="degraded")
                 with gr.Row():
-                    c.rs_temp = gr.Slider(0, MAX_TEMPERATURE, value=0.8, step=0.05, label="Temperature τ", info=TEMP_INFO)
-                    c.rs_seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
+                    c.rs_temp = Slider(0, MAX_TEMPERATURE, value=0.8, step=0.05, label="Temperature τ", info=TEMP_INFO)
+                    c.rs_seed = Number(value=0, precision=0, minimum=0, label="Seed")
                 c.restore_btn = gr.Button("Restore", variant="primary", elem_id="restore_btn")
             c.restore_view = gr.ImageSlider(label="degraded input ⟷ restored", format="png",
                                             interactive=False, elem_id="restore_compare")
@@ -270,9 +272,9 @@ def _compare_tab(c, st, img_kw) -> None:
         with gr.Row():
             c.cmp_a = gr.Dropdown(choices=st.catalog.choices(), value=c_a, label="Model A", elem_id="compare_a")
             c.cmp_b = gr.Dropdown(choices=st.catalog.choices(), value=c_b, label="Model B", elem_id="compare_b")
-            c.cmp_temp = gr.Slider(0, MAX_TEMPERATURE, value=0.8, step=0.05, label="Temperature τ", info=TEMP_INFO,
+            c.cmp_temp = Slider(0, MAX_TEMPERATURE, value=0.8, step=0.05, label="Temperature τ", info=TEMP_INFO,
                                    elem_id="compare_temperature")
-            c.cmp_seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", elem_id="compare_seed")
+            c.cmp_seed = Number(value=0, precision=0, minimum=0, label="Seed", elem_id="compare_seed")
         c.cmp_btn = gr.Button("Compare", variant="primary", elem_id="compare_btn")
         with gr.Row():
             c.cmp_img_a = gr.Image(label="A", elem_id="compare_img_a", **img_kw)
