@@ -202,3 +202,40 @@ def test_api_narrow_upload_names_its_own_size(c, tmp_path):
     assert f"{MAX_SIDE}×1" in msg and "aspect ratio" in msg
     msg = expect_error(lambda: load(c, p, hr=True), "20000×8")
     assert alive(c)["loaded"] is False
+
+
+# ----------------------------------------------------------------------------
+# the handlers' own checks (several models: scales and the rescaling model)
+# ----------------------------------------------------------------------------
+
+def test_studio_memory_of_other_models(model, tmp_path):
+    """Compare with an 8× model, switching to it, and rescaling are estimated before they run."""
+    import gradio as gr
+    import torch
+
+    import flow
+    from app.ui import Studio, TabState
+    from app_testing import HC_RESC
+
+    torch.manual_seed(0)
+    m8 = flow.SRFlow(flow.preset("tiny_8x")).eval()
+    models = {"tiny": model, "tiny8": m8}
+    if HC_RESC.is_file():
+        models["resc"] = flow.load_model(HC_RESC, device="cpu")
+    st = Studio(models, max_side=MAX_SIDE, max_action_mb=ACTION_MB)
+    photo = save_png(read(example_photo()), tmp_path / "photo.png")          # 128² HR
+    lr32 = save_png(read(example_photo())[:32, :32], tmp_path / "lr32.png")  # 32² LR: 128² at 4×, 256² at 8×
+    tab, *_ = st.load_image(TabState(), lr32, False, "tiny")
+    before = tab.session
+    with pytest.raises(gr.Error, match=r"compare with tiny8 on a 256×256 result needs about 6\d MB; "
+                                       r"this server allows 20 MB"):
+        st.compare(tab, "tiny8", "tiny8", 0.8, 0)
+    with pytest.raises(gr.Error, match=r"loading the image on a 256×256 result needs about 6\d MB"):
+        st.set_model(tab, "tiny8")
+    assert tab.session is before and tab.model_name == "tiny"               # the tab keeps its session
+    st.compare(tab, "tiny", "tiny", 0.8, 0)                                  # within the limit: runs
+    if "resc" in models:
+        small = Studio(models, max_side=MAX_SIDE, max_action_mb=10)
+        with pytest.raises(gr.Error, match=r"rescale with resc on a 128×128 result, 2 images needs about 1\d MB; "
+                                           r"this server allows 10 MB"):
+            small.rescale(photo, "resc", None)

@@ -109,8 +109,7 @@ def load_session(cls, path, model, **kw):
         with safe_open(str(path), framework="pt") as f:
             meta = dict(f.metadata() or {})
             shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-            checked = meta.get("format") == SESSION_FORMAT
-            if checked:
+            if meta.get("format") == SESSION_FORMAT:         # (else refused below)
                 _check_sizes(path.name, shapes, meta, int(model.scale), kw)
             t = {k: f.get_tensor(k) for k in f.keys()}
     except SessionFileError:

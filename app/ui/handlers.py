@@ -39,6 +39,7 @@ from PIL import Image
 
 from app import engine
 from app.images import MAX_BYTES, ImageInputError, fit_max_side, load_rgb
+from app.limits import check_action
 from app.limits import (HISTORY_MB, HISTORY_STEPS, MAX_ACTION_MB, MAX_DILATION, MAX_LR_SIDE, MAX_SAMPLES,
                         MAX_SEED, MAX_TEMPERATURE, MIN_LR_SIDE)
 from app.models import Catalog
@@ -454,6 +455,9 @@ class Studio:
         img, note = self._fit_hr(img, model.scale, "the HR photo")
         if note:
             notes.append(note)
+        check_action(f"rescale with {name}", *img.shape[:2], kept=2, max_mb=self.max_action_mb)
+        if sr_model is not None:
+            check_action(f"rescale's comparison with {sr_name}", *img.shape[:2], max_mb=self.max_action_mb)
         progress(0.2, desc="Downscaling and upscaling with the flow")
         res = engine.rescale(model, img, sr_model, sr_name)
         notes += res.notes
@@ -485,9 +489,12 @@ class Studio:
         sd = number(seed, "seed", 0, MAX_SEED, integer=True)
         da, db = self.catalog.compare_defaults()
         names = [self._model(model_a or da)[0], self._model(model_b or db)[0]]
-        progress(0.1, desc="Sampling with both models")
         with tab.lock:
             lr, hr = sess.lr, sess.hr
+        for n in dict.fromkeys(names):           # each model decodes at its own scale
+            sc = int(self.models[n].scale)
+            check_action(f"compare with {n}", lr.shape[0] * sc, lr.shape[1] * sc, max_mb=self.max_action_mb)
+        progress(0.1, desc="Sampling with both models")
         items = engine.compare({n: self.models[n] for n in dict.fromkeys(names)}, lr, hr, t, sd)
         if len(items) == 1:
             items = items * 2
