@@ -239,3 +239,15 @@ def test_studio_memory_of_other_models(model, tmp_path):
         with pytest.raises(gr.Error, match=r"rescale with resc on a 128×128 result, 2 images needs about 1\d MB; "
                                            r"this server allows 10 MB"):
             small.rescale(photo, "resc", None)
+
+
+def test_every_number_and_editor_is_checked(demo):
+    """Every number field, slider and brush editor of the page is one of ours (clear messages)."""
+    import gradio as gr
+
+    from app.ui import components as ours
+
+    blocks = list(demo.blocks.values())
+    for base, mine in ((gr.Number, ours.Number), (gr.Slider, ours.Slider), (gr.ImageEditor, ours.ImageEditor)):
+        found = [b for b in blocks if isinstance(b, base)]
+        assert found and all(isinstance(b, mine) for b in found), (base, [type(b) for b in found])
