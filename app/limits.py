@@ -24,3 +24,5 @@ HISTORY_MB = 256
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_UPLOAD_PIXELS = 16_000_000
 MIN_UPLOAD_SIDE = 8
+#: style images whose latent statistics a session keeps (repeat style transfers skip the encoder)
+STYLE_CACHE = 4
