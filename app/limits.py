@@ -34,6 +34,8 @@ BYTES_PER_HR_PIXEL = 1024
 KEPT_BYTES_PER_HR_PIXEL = 3 + 12 + 12
 #: largest memory estimate of one action (``launch.py --max-action-mb``)
 MAX_ACTION_MB = 2048
+#: style images whose latent statistics a session keeps (repeat style transfers skip the encoder)
+STYLE_CACHE = 4
 
 
 def action_bytes(hr_h: int, hr_w: int, kept: int = 1) -> int:

@@ -226,6 +226,13 @@ def test_style_transfer(c):
     out = read(out)
     assert read(style_hr).shape == before.shape == out.shape
     assert not np.array_equal(out, before)
+    assert "⚠" not in status and "encoded at" in status          # no guard warnings; the style was encoded
+    # a repeat uses the session's cached style statistics and gives the same image
+    c.predict(api_name="/undo")
+    _, out2, status2 = c.predict(handle_file(str(example_photo("coffee_cup"))), False, None,
+                                 api_name="/style_transfer")
+    assert "cached style statistics" in status2 and "⚠" not in status2
+    np.testing.assert_array_equal(read(out2), out)
 
 
 def test_restore(c, tmp_path):

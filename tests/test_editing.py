@@ -439,3 +439,97 @@ def test_fit_image():
     assert E.fit_image(im, 64, 64).shape == (64, 64, 3)
     assert E.fit_image(im, 16, 40).shape == (16, 40, 3)
     assert np.array_equal(E.fit_image(im, 30, 50), im)
+
+
+# ----------------------------------------------------------------------------- style statistics
+
+def _chan_stats(t: torch.Tensor):
+    x = t.double().permute(1, 0, 2, 3).reshape(t.shape[1], -1)
+    return x.mean(1), torch.cov(x)
+
+
+def test_match_statistics_moves_the_statistics_to_the_style():
+    lat = crafted(seed=1)
+    g = torch.Generator().manual_seed(5)
+    # a style with its own channel means and a correlated covariance, within the ratio clamp
+    style_lv = []
+    for t in lat.levels:
+        C = t.shape[1]
+        A = torch.eye(C) * 0.6 + 0.2 * torch.randn((C, C), generator=g) / math.sqrt(C)   # eigenvalues < 1.2²
+        z = (torch.einsum("ij,bjhw->bihw", A, torch.randn(t.shape, generator=g))
+             + 0.1 * torch.randn((1, C, 1, 1), generator=g))
+        style_lv.append(z)
+    style = E.StyleStats.of(Latents(style_lv, list(lat.strides), lat.hr_size))
+    assert all((mu.abs() < E.MAX_STYLE_MEAN).all() for mu in style.mean)
+    out = E.match_statistics(lat, style, 1.0, max_ratio=10.0)
+    for o, t, mu_s, cov_s in zip(out.levels, lat.levels, style.mean, style.cov):
+        mu, cov = _chan_stats(o)
+        mu0, cov0 = _chan_stats(t)
+        assert torch.allclose(mu, mu_s, atol=1e-4)
+        d0, d1 = torch.linalg.norm(cov0 - cov_s), torch.linalg.norm(cov - cov_s)
+        assert d1 < 0.35 * d0, (d0, d1)                         # most of the way (shrinkage: not exact)
+        if t.shape[1] * 20 < t.shape[2] * t.shape[3]:          # many positions per channel: nearly exact
+            assert torch.allclose(cov, cov_s, atol=0.02)
+    # strength 0: unchanged; 0.5: halfway
+    same = E.match_statistics(lat, style, 0.0)
+    assert all(torch.equal(a, b) for a, b in zip(same.levels, lat.levels))
+    half = E.match_statistics(lat, style, 0.5, max_ratio=10.0)
+    for h, o, t in zip(half.levels, out.levels, lat.levels):
+        assert torch.allclose(h, 0.5 * (o + t), atol=1e-5)
+    with pytest.raises(ValueError, match="strength"):
+        E.match_statistics(lat, style, 1.5)
+
+
+def test_match_statistics_clamps_the_range():
+    lat = crafted(seed=2)
+    big = E.StyleStats([torch.full((t.shape[1],), 50.0, dtype=torch.float64) for t in lat.levels],
+                       [torch.eye(t.shape[1], dtype=torch.float64) * 1e4 for t in lat.levels])
+    out = E.match_statistics(lat, big, 1.0)
+    for o, t in zip(out.levels, lat.levels):
+        assert torch.isfinite(o).all()
+        sd, sd0 = o.std(dim=(0, 2, 3)), t.std(dim=(0, 2, 3))
+        assert (sd <= E.MAX_STYLE_STD * 1.05).all() and (sd <= sd0 * E.MAX_STD_RATIO * 1.05).all()
+        assert (o.mean(dim=(0, 2, 3)).abs() <= E.MAX_STYLE_MEAN + 1e-4).all()
+    flat = E.StyleStats([torch.zeros(t.shape[1], dtype=torch.float64) for t in lat.levels],
+                        [torch.zeros(t.shape[1], t.shape[1], dtype=torch.float64) for t in lat.levels])
+    out = E.match_statistics(lat, flat, 1.0)
+    for o, t in zip(out.levels, lat.levels):                  # a flat style shrinks by at most 1/ratio
+        assert torch.isfinite(o).all()
+        assert (o.std(dim=(0, 2, 3)) >= t.std(dim=(0, 2, 3)) / E.MAX_STD_RATIO * 0.95).all()
+
+
+def test_match_statistics_masked_changes_only_the_mask():
+    lat = crafted(seed=3)
+    style = E.StyleStats.of(crafted(seed=4))
+    style = E.StyleStats([m + 0.5 for m in style.mean], [c * 1.5 for c in style.cov])
+    mask = np.zeros(lat.hr_size, bool)
+    mask[8:40, 16:48] = True
+    masks = E.level_masks(mask, lat)
+    out = E.match_statistics(lat, style, 1.0, masks)
+    for i, (o, t, m) in enumerate(zip(out.levels, lat.levels, masks)):
+        assert torch.equal(o[..., ~m], t[..., ~m])
+        assert not torch.allclose(o[..., m], t[..., m])
+        # the masked entries now have the style's channel means
+        assert torch.allclose(o[..., m].mean(dim=(0, 2)).double(),
+                              style.mean[i].clamp(-E.MAX_STYLE_MEAN, E.MAX_STYLE_MEAN), atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["noise", "flat", "checker"])
+def test_style_statistics_of_odd_images_decode_finite(kind):
+    m = make_model()
+    rng = np.random.default_rng(0)
+    if kind == "noise":
+        st = rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    elif kind == "flat":
+        st = np.full((33, 33, 3), 200, np.uint8)
+    else:
+        yy, xx = np.mgrid[:64, :64]
+        st = np.where(((yy // 1 + xx // 1) % 2)[..., None] == 0, 255, 0).repeat(3, 2).astype(np.uint8)
+    stats = E.style_statistics(m, st, lr_side=16)
+    assert all(torch.isfinite(c).all() for c in stats.cov)
+    lr = rand_images(1, 16, 16)
+    cond = m.encode_condition(lr)
+    with torch.no_grad():
+        lat = m.draw_latents(cond, 0.8, 0)
+        out = m.decode(cond, E.match_statistics(lat, stats, 1.0))
+    assert not bool(E.bad_pixels(out).any())

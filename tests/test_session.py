@@ -11,6 +11,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from app import limits  # noqa: E402
 from app.session import EditSession, GalleryItem, OpResult, SessionFileError  # noqa: E402
 from flow import editing as E  # noqa: E402
 from flow.models.randomize import randomize  # noqa: E402
@@ -201,6 +202,91 @@ def test_style_transfer(session, photos):
     masks = E.level_masks(mask, lat0)
     for a, b, m in zip(lat0.levels, s.latents.levels, masks):
         assert torch.equal(a[..., ~m], b[..., ~m])
+
+
+def test_style_transfer_statistics_cache_is_per_session(model, photos):
+    s = EditSession.from_hr(model, photos["astro"])
+    s.generate(0.8, 0, 1)
+    r1 = s.style_transfer(photos["coffee"])
+    assert not r1.extra["style_cache_hit"] and "encoded at" in r1.changed
+    s.undo()
+    calls = []
+    orig = E.style_statistics
+    try:
+        E.style_statistics = lambda *a, **k: calls.append(1) or orig(*a, **k)
+        r2 = s.style_transfer(photos["coffee"].copy())            # same content, another array: a hit
+        assert r2.extra["style_cache_hit"] and "cached" in r2.changed and calls == []
+        np.testing.assert_array_equal(r1.image, r2.image)
+        # another session does not see this one's cache
+        s2 = EditSession.from_hr(model, photos["astro"])
+        s2.generate(0.8, 0, 1)
+        r3 = s2.style_transfer(photos["coffee"])
+        assert not r3.extra["style_cache_hit"] and calls == [1]
+        np.testing.assert_array_equal(r3.image, r1.image)
+        # bounded: the oldest style is dropped
+        for k in range(limits.STYLE_CACHE):
+            s2.style_transfer(np.ascontiguousarray(np.roll(photos["cat"], 7 * (k + 1), axis=1)))
+        assert len(s2._style_cache) == limits.STYLE_CACHE
+        assert not s2.style_transfer(photos["coffee"]).extra["style_cache_hit"]
+    finally:
+        E.style_statistics = orig
+    with pytest.raises(ValueError, match="strength"):
+        s.style_transfer(photos["coffee"], strength=2)
+    r0 = s.style_transfer(photos["coffee"], strength=0)             # strength 0: the image unchanged
+    assert r0.warnings == []
+
+
+def test_style_transfer_masked_changes_only_the_mask_and_its_reach(session, photos):
+    s = session
+    before = s.current.copy()
+    mask = square((S, S), 16, 16, 48)
+    r = s.style_transfer(photos["coffee"], mask=mask)
+    assert r.warnings == []
+    reach = E.DEFAULT_MARGIN                      # the flow's receptive field (the splice margin)
+    far = np.ones((S, S), bool)
+    far[max(0, 16 - reach):16 + 48 + reach, max(0, 16 - reach):16 + 48 + reach] = False
+    np.testing.assert_array_equal(r.image[far], before[far])
+    assert np.abs(r.image[mask].astype(int) - before[mask]).mean() > 0.5
+
+
+def test_style_transfer_without_a_sample_and_on_odd_styles(model, photos):
+    s = EditSession.from_hr(model, photos["astro"])
+    yy, xx = np.mgrid[:80, :80]
+    odd = {"noise": np.random.default_rng(0).integers(0, 256, (80, 80, 3), dtype=np.uint8),
+           "flat": np.full((80, 80, 3), 17, np.uint8),
+           "checker": np.where(((yy + xx) % 2)[..., None] == 0, 255, 0).repeat(3, 2).astype(np.uint8)}
+    for name, st in odd.items():
+        r = s.style_transfer(st)
+        assert r.warnings == [], name
+        assert np.isfinite(s._raw).all() and r.metrics["lr_psnr"] > 20, name     # tiny fixture model
+        s.undo()
+
+
+STUDIO = Path(__file__).resolve().parents[1] / "assets" / "studio_4x.safetensors"
+
+
+@pytest.mark.skipif(not STUDIO.is_file(), reason="assets/studio_4x.safetensors not present")
+def test_style_transfer_studio_is_lr_consistent_and_moves_toward_the_style():
+    from app.bench_editing import style_measures
+    from flow.data import heldout_images
+
+    m = load_model(STUDIO, device="cpu")
+    ims = heldout_images(("chelsea", "coffee", "astronaut"), crop=None)
+    H = 256
+    s = EditSession.from_hr(m, E.fit_image(ims["chelsea"], H, H))
+    s.generate(0.8, 0, 1)
+    base = s.current
+    for name in ("coffee", "astronaut"):
+        style_hr = E.fit_image(ims[name], H, H)
+        r = s.style_transfer(ims[name])
+        assert r.warnings == [] and np.isfinite(s._raw).all()
+        assert r.metrics["lr_psnr"] >= 40, (name, r.metrics)
+        m0, m1 = style_measures(base, style_hr), style_measures(r.image, style_hr)
+        assert m1["detail"] < 0.85 * m0["detail"], (name, m0, m1)      # detail energy toward the style
+        assert abs(m1["ghost"]) < 0.1, (name, m1)                     # no edges of the style image
+        s.undo()
+
+
 
 
 def test_restore_resets_lr_and_undo_brings_it_back(session, photos):

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -149,6 +150,7 @@ class EditSession:
         self.gallery: list[GalleryItem] = []
         self.log: list[dict] = []
         self._metrics = ImageMetrics()
+        self._style_cache: OrderedDict = OrderedDict()
         self._set_lr(lr)
 
     @classmethod
@@ -432,34 +434,60 @@ class EditSession:
         return res
 
     @torch.no_grad()
-    def style_transfer(self, style: np.ndarray, mask: np.ndarray | None = None) -> OpResult:
-        """LR-consistent style transfer: the style image (resized to cover the HR size
-        and centre-cropped) is encoded with its own LR and decoded with this LR, over
-        the whole image or only inside ``mask``."""
+    def style_transfer(self, style: np.ndarray, mask: np.ndarray | None = None, strength: float = 1.0) -> OpResult:
+        """Style transfer by latent statistics: the style image is encoded once at a
+        small size (:data:`flow.editing.STYLE_LR_SIDE`² LR, cached per session, see
+        :meth:`style_stats`) and the per-level channel statistics of the current
+        latents -- everywhere, or only inside ``mask`` -- are moved to the style's
+        (:func:`flow.editing.match_statistics`, blended by ``strength`` in [0, 1]),
+        then decoded with this LR.  The image keeps its own structure; the style
+        image's content is not carried over.  Without a current image, the sample of
+        seed 0 at temperature 0.8 is styled."""
         t0 = time.perf_counter()
         st = check_image(style, "the style image")
-        H, W = self.hr_size
-        style_hr = E.fit_image(st, H, W)
-        params = {"style_shape": list(st.shape), "style_sha1": _img_digest(st)}
+        try:
+            a = float(strength)
+        except (TypeError, ValueError):
+            raise ValueError(f"strength must be a number in [0, 1], got {strength!r}") from None
+        if not 0.0 <= a <= 1.0:
+            raise ValueError(f"strength must be in [0, 1], got {strength!r}")
+        digest = _img_digest(st)
+        params = {"style_shape": list(st.shape), "style_sha1": digest, "strength": a}
         if mask is not None:
             self._require_current()
             m = self._mask(mask)
             params.update(mask_pixels=int(m.sum()), mask_sha1=_img_digest(m))
-        hr_t = to_tensor(style_hr)[None].to(self.device, self.dtype)
-        lr_t = to_tensor(make_lr(style_hr, self.scale))[None].to(self.device, self.dtype)
-        z = E.style_latents(self.model, hr_t, lr_t)
+        stats, style_hr, hit = self.style_stats(st, digest)
+        lat = self.latents if self.latents is not None else self.model.draw_latents(self.cond, 0.8, 0, 1)
+        how = "cached style statistics" if hit else f"style encoded at {E.STYLE_LR_SIDE}² LR"
         if mask is not None:
-            masks = E.level_masks(m, self.latents, dilation=0)
-            dec = self._decode_edit(E.style_transfer(self.latents, z, masks), masks)
+            masks = E.level_masks(m, lat, dilation=0)
+            dec = self._decode_edit(E.match_statistics(lat, stats, a, masks), masks)
             n, k = E.count_masked(masks)
-            res = self._commit_edit("style_transfer", params, f"style latents in {n} positions of {k} levels "
-                                    f"({dec.how})", t0, dec)
+            res = self._commit_edit("style_transfer", params, f"style statistics in {n} positions of {k} levels "
+                                    f"(strength {a:g}, {how}, {dec.how})", t0, dec)
         else:
-            imgs, lat, warns = self.renderer.full(z)
-            res = self._commit("style_transfer", params, "style latents everywhere (full decode)", t0,
-                               latents=lat, raw=imgs[0], warnings=warns)
-        res.extra["style_hr"] = style_hr
+            imgs, lat, warns = self.renderer.full(E.match_statistics(lat, stats, a))
+            res = self._commit("style_transfer", params, f"style statistics everywhere (strength {a:g}, {how}, "
+                               "full decode)", t0, latents=lat, raw=imgs[0], warnings=warns)
+        res.extra.update(style_hr=style_hr, style_cache_hit=hit)
         return res
+
+    def style_stats(self, style: np.ndarray, digest: str | None = None):
+        """``(StyleStats, style image at the HR size, cache hit)`` of a uint8 style image;
+        the session keeps the last :data:`app.limits.STYLE_CACHE` of them (by content)."""
+        key = (digest or _img_digest(style), self.hr_size)
+        hit = key in self._style_cache
+        if hit:
+            self._style_cache.move_to_end(key)
+        else:
+            H, W = self.hr_size
+            self._style_cache[key] = (E.style_statistics(self.model, style, device=self.device, dtype=self.dtype),
+                                      E.fit_image(style, H, W))
+            while len(self._style_cache) > limits.STYLE_CACHE:
+                self._style_cache.popitem(last=False)
+        stats, style_hr = self._style_cache[key]
+        return stats, style_hr, hit
 
     @torch.no_grad()
     def restore(self, degraded: np.ndarray, temperature=0.8, seed=0) -> OpResult:

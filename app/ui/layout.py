@@ -208,6 +208,9 @@ def _transfer_tab(c, st, img_kw) -> None:
                     c.harm_view = gr.Image(label="Harmonized", elem_id="harmonized", **img_kw)
         with gr.Row():
             with gr.Column():
+                gr.Markdown("Style transfer moves the per-level statistics of this image's latents (how "
+                            "strongly and in which patterns the flow adds detail) to the style image's: its "
+                            "texture, not its content; the LR is kept. The style is encoded once per session.")
                 c.style_up = gr.File(label="Style reference image", file_types=["image"], type="filepath",
                                      elem_id="style", height=110)
                 c.style_mask = gr.Checkbox(value=False, label="Only where brushed (Brush tab)")

@@ -17,26 +17,28 @@ Conventions:
   moments with ``numpy.random.default_rng(seed)`` (see :func:`normalize`).
 
 Modules: :mod:`~flow.editing.masks` (level masks), :mod:`~flow.editing.latents`
-(resampling, taking regions, normalization, restoration, style mixing: latents only),
+(resampling, taking regions, normalization, restoration, style mixing and statistics matching:
+latents only),
 :mod:`~flow.editing.projection` (exact LR consistency), :mod:`~flow.editing.window`
 (windowed decode/encode), :mod:`~flow.editing.guard` (the non-finite guard),
 :mod:`~flow.editing.render` (whole-image and spliced edit decodes for a session),
-:mod:`~flow.editing.transfer` (paste + harmonize, style latents),
+:mod:`~flow.editing.transfer` (paste + harmonize, a style image's latents and their statistics),
 :mod:`~flow.editing.checks` (argument checks).
 """
 from .checks import check_masks, check_seed, check_temperature
 from .guard import BOUND, bad_pixels, guard_decode
-from .latents import (DEGENERATE_STD, MODES, NormInfo, draw_moments, normalize, resample_region, restore_latents,
-                      style_transfer, take_region)
+from .latents import (DEGENERATE_STD, MAX_STD_RATIO, MAX_STYLE_MEAN, MAX_STYLE_STD, MODES, NormInfo, StyleStats, draw_moments,
+                      match_statistics, normalize, resample_region, restore_latents, style_transfer, take_region)
 from .masks import count_masked, level_masks, masks_bbox
 from .projection import project_lr
 from .render import FULL_DECODE_FRACTION, SEAM_TOLERANCE, EditDecode, Renderer
-from .transfer import content_transfer, fit_image, paste, style_latents
+from .transfer import STYLE_LR_SIDE, content_transfer, fit_image, paste, style_latents, style_statistics
 from .window import DEFAULT_MARGIN, decode_window, edit_boxes, encode_window, pad_hr
 
 __all__ = ["check_masks", "check_seed", "check_temperature", "BOUND", "bad_pixels", "guard_decode",
            "DEGENERATE_STD", "MODES", "NormInfo", "draw_moments", "normalize", "resample_region",
            "restore_latents", "style_transfer", "take_region", "count_masked", "level_masks", "masks_bbox",
            "project_lr", "FULL_DECODE_FRACTION", "SEAM_TOLERANCE", "EditDecode", "Renderer", "content_transfer",
-           "fit_image", "paste", "style_latents", "DEFAULT_MARGIN", "decode_window", "edit_boxes",
+           "fit_image", "paste", "style_latents", "STYLE_LR_SIDE", "style_statistics", "MAX_STD_RATIO",
+           "MAX_STYLE_STD", "MAX_STYLE_MEAN", "StyleStats", "match_statistics", "DEFAULT_MARGIN", "decode_window", "edit_boxes",
            "encode_window", "pad_hr"]

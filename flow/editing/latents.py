@@ -196,11 +196,116 @@ def restore_latents(lat: Latents, temperature: float = 0.8, seed: int = 0, masks
 # ----------------------------------------------------------------------------
 
 def style_transfer(lat: Latents, style: Latents, masks=None) -> Latents:
-    """LR-consistent style transfer (§4.2): the style latents everywhere, or only
-    inside the level masks (elsewhere the current latents)."""
+    """Style transfer as in §4.2 by substitution: the style latents everywhere, or only
+    inside the level masks (elsewhere the current latents).  Carries the style image's
+    structure (ghost edges) and can leave the trained range; the session uses
+    :func:`match_statistics` instead (this is kept for comparison, ``app.bench_editing``)."""
     if masks is None:
         if len(style.levels) != len(lat.levels) or any(
                 a.shape[1:] != b.shape[1:] for a, b in zip(lat.levels, style.levels)):
             raise ValueError("style latents do not match the image")
         return style.clone()
     return take_region(lat, style, masks)
+
+
+#: The largest factor by which :func:`match_statistics` scales a latent direction.
+MAX_STD_RATIO = 2.0
+#: The largest per-direction std of the transferred latents (the app's temperature limit).
+MAX_STYLE_STD = 1.2
+#: The largest |channel mean| of the transferred latents.  Photos encode to channel means
+#: within about +-0.3; a constant shift of every position beyond that (a checkerboard
+#: style gives 1.4-1.8) is far outside the training range and decodes to NaN/Inf.
+MAX_STYLE_MEAN = 0.4
+
+
+@dataclass
+class StyleStats:
+    """Per-level latent statistics of a style image: ``mean[i]`` (C_i,), ``cov[i]``
+    (C_i, C_i), the channel mean and covariance of level ``i`` over all positions."""
+
+    mean: list
+    cov: list
+
+    @staticmethod
+    def of(lat: Latents) -> "StyleStats":
+        means, covs = [], []
+        for t in lat.levels:
+            x = t.double().permute(1, 0, 2, 3).reshape(t.shape[1], -1)      # (C, P)
+            mu = x.mean(dim=1)
+            xc = x - mu[:, None]
+            means.append(mu)
+            covs.append(xc @ xc.T / max(1, x.shape[1] - 1))
+        return StyleStats(means, covs)
+
+
+def _sym_pow(cov: torch.Tensor, lo: float, hi: float):
+    """Eigen-decomposition of a covariance with its eigenvalues clamped to [lo, hi]."""
+    ev, V = torch.linalg.eigh(cov)
+    return ev.clamp(lo, hi), V
+
+
+def match_statistics(lat: Latents, style: StyleStats, strength: float = 1.0, masks=None,
+                     max_ratio: float = MAX_STD_RATIO, max_std: float = MAX_STYLE_STD,
+                     max_mean: float = MAX_STYLE_MEAN) -> Latents:
+    """Style transfer by latent statistics: per level, the channel vectors of ``lat``
+    (at all positions, or the masked ones) are whitened with their own mean and
+    covariance and coloured with the style's (a whitening-colouring transform), then
+    blended with the originals by ``strength`` in [0, 1].  The image keeps its own
+    latent structure (no pixel of the style image is carried over); only the
+    per-level channel statistics -- how strongly and in which sub-pixel patterns the
+    flow adds detail -- move to the style's.
+
+    The image's covariance is shrunk toward its mean variance by ``C / (C + P)`` (C
+    channels, P positions), so that small masks and coarse levels stay well posed.
+
+    Range guard: the colouring map's gain in any direction is clamped to
+    ``[1/max_ratio, max_ratio]`` relative to the image's own std in that direction, the
+    style's stds to at most ``max_std`` (the temperature limit) and its channel means to
+    ``+-max_mean``, so the result stays within the range the model was trained on
+    (``N(0, tau^2)``, tau <= max_std, photo-like means)."""
+    if not (0.0 <= float(strength) <= 1.0):
+        raise ValueError(f"strength must be in [0, 1], got {strength!r}")
+    if len(style.mean) != len(lat.levels) or any(
+            m.shape[0] != t.shape[1] for m, t in zip(style.mean, lat.levels)):
+        raise ValueError("the style statistics describe a different model")
+    if masks is not None:
+        check_masks(lat, masks)
+    a = float(strength)
+    out = []
+    for i, t in enumerate(lat.levels):
+        B, C, h, w = t.shape
+        m = masks[i].to(t.device) if masks is not None else torch.ones(h, w, dtype=torch.bool, device=t.device)
+        v = t.permute(0, 2, 3, 1)[:, m].double()                           # (B, P, C)
+        if v.shape[1] < 2 or a == 0.0:
+            out.append(t.clone())
+            continue
+        ys = []
+        for b in range(B):
+            x = v[b]
+            mu = x.mean(dim=0)
+            xc = x - mu
+            P = x.shape[0]
+            cov = xc.T @ xc / (P - 1)
+            # shrinkage toward the mean variance: few positions (a small mask, a coarse
+            # level) give a rank-deficient covariance whose whitening would blow up noise
+            rho = C / (C + P)
+            iso = float(cov.diagonal().mean().clamp_min(1e-12))
+            cov = (1 - rho) * cov + rho * iso * torch.eye(C, dtype=cov.dtype)
+            ev_c, Vc = _sym_pow(cov, 1e-6 * iso, float("inf"))
+            ev_s, Vs = _sym_pow(style.cov[i].to(x), 0.0, max_std ** 2)
+            # whitening with the image's covariance, colouring with the style's
+            W_c = Vc @ torch.diag(ev_c.rsqrt()) @ Vc.T
+            C_s = Vs @ torch.diag(ev_s.sqrt()) @ Vs.T
+            T = C_s @ W_c
+            # the gain of T in every direction, clamped to [1/r, r]
+            U, S, Vh = torch.linalg.svd(T)
+            T = U @ torch.diag(S.clamp(1.0 / max_ratio, max_ratio)) @ Vh
+            mu_s = style.mean[i].to(x)
+            mu_s = mu_s.clamp(-max_mean, max_mean)
+            y = xc @ T.T + mu_s
+            ys.append((1 - a) * x + a * y)
+        y = torch.stack(ys).to(t.dtype)
+        full = t.permute(0, 2, 3, 1).clone()
+        full[:, m] = y
+        out.append(full.permute(0, 3, 1, 2).contiguous())
+    return Latents(out, list(lat.strides), tuple(lat.hr_size))

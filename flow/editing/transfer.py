@@ -9,7 +9,7 @@ import torch
 
 from ..models.protocol import Condition, Latents
 from ..ops.imresize import imresize, imresize_torch
-from .latents import normalize, take_region
+from .latents import StyleStats, normalize, take_region
 from .masks import level_masks, masks_bbox
 from .window import DEFAULT_MARGIN, edit_boxes, encode_window
 
@@ -98,3 +98,25 @@ def style_latents(model, style_hr: torch.Tensor, style_lr: torch.Tensor | None =
     cond = model.encode_condition(style_lr)
     lat, _ = model.encode(style_hr, cond)
     return lat
+
+
+#: The LR side (pixels) at which :func:`style_statistics` encodes a style image: latent
+#: statistics need a few thousand positions per level, not the target's full size.
+STYLE_LR_SIDE = 64
+
+
+def style_statistics(model, style: np.ndarray, lr_side: int = STYLE_LR_SIDE, device="cpu",
+                     dtype=torch.float32) -> StyleStats:
+    """The per-level latent statistics (:class:`StyleStats`) of a uint8 style image:
+    it is resized (MATLAB bicubic, keeping the aspect ratio) to cover a square
+    ``lr_side * scale`` HR image, centre-cropped, and encoded with its own MATLAB
+    LR.  Costs one encoder pass at ``lr_side``² LR, independent of the target size."""
+    from ..ops.images import to_tensor
+    from ..ops.imresize import make_lr
+
+    s = int(model.scale)
+    side = max(int(lr_side), 8) * s
+    hr = fit_image(style, side, side)
+    hr_t = to_tensor(hr)[None].to(device, dtype)
+    lr_t = to_tensor(make_lr(hr, s))[None].to(device, dtype)
+    return StyleStats.of(style_latents(model, hr_t, lr_t))
