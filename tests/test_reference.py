@@ -90,3 +90,17 @@ def test_bundle_lr_is_our_matlab_bicubic():
         ratio = inp["lr_uint8"].shape[0] / inp["hr_uint8"].shape[0]
         ours = np.asarray(imresize(inp["hr_uint8"], ratio))
         assert np.array_equal(ours, inp["lr_uint8"]), name
+
+
+def test_earlier_import_paths_still_work():
+    """User code and the spec's check script import ``flow.imresize``, ``flow.checkpoint`` etc.:
+    those paths are the same module objects as their new homes."""
+    import importlib
+
+    pairs = {"imresize": "ops.imresize", "metrics": "ops.metrics", "checkpoint": "models.checkpoint",
+             "config": "models.config", "model": "models.srflow", "hcflow": "models.hcflow", "rrdb": "models.rrdb"}
+    for old, new in pairs.items():
+        assert importlib.import_module(f"flow.{old}") is importlib.import_module(f"flow.{new}"), old
+    from flow import imresize as imr
+    inp = np.load(BUNDLES / "srflow_small_x8" / "inputs.npz")
+    assert np.array_equal(np.asarray(imr.imresize(inp["hr_uint8"], 1 / 8)), inp["lr_uint8"])
