@@ -6,9 +6,11 @@ it was painted (and only there), and save a full-page screenshot to
 docs/screenshot.png.  Then switch to the HCFlow SR fixture in the model dropdown and
 generate with it, and rescale a photo in the Rescale tab (HCFlow rescaling fixture).
 ``test_every_view_shows_the_current_image`` runs every editing action (load, generate,
-pick, normalize, harmonize, undo/redo, style, ground truth, restore, download) and checks,
-after each, that every view shows the session's current image: it waits on the page's
-``#shown`` (the app's refresh counter and current file name), never on a sleep.
+pick, normalize, harmonize, undo/redo, style, ground truth, restore, downloads, session
+upload, model switch) and checks, after each, that every view shows the session's current
+image: it waits on the page's ``#shown`` (the app's refresh counter and current file
+name), never on a sleep.  (Resample / take region are checked without a browser, in
+tests/test_app_views.py.)
 No browser download: Playwright drives the system Chromium.
 """
 from __future__ import annotations
@@ -239,12 +241,15 @@ def test_every_view_shows_the_current_image(tmp_path):
     from PIL import Image
     from playwright.sync_api import sync_playwright
 
+    import flow
+
     name, model = _model(tmp_path)
     cat, astro = example_photo("chelsea_cat"), example_photo("astronaut_face")
     noisy = tmp_path / "noisy_astronaut.png"
     a = np.asarray(Image.open(astro).convert("RGB"), dtype=np.int16)
     Image.fromarray(np.clip(a + np.random.default_rng(0).normal(0, 12, a.shape), 0, 255).astype(np.uint8)).save(noisy)
-    with running_app({name: model}, max_side=64) as demo, sync_playwright() as p:
+    models = {name: model, "hcflow_sr": flow.load_model(HC_SR, device="cpu")}
+    with running_app(models, max_side=64) as demo, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -329,6 +334,31 @@ def test_every_view_shows_the_current_image(tmp_path):
             link.wait_for(timeout=60_000)
             got = _fetch(page, link.get_attribute("href"), tmp_path / "download.png")
             assert np.array_equal(got, shown)
+
+            # the session file, downloaded and uploaded again: the same current image everywhere
+            page.click("#download_session")
+            page.locator("#dl_file a[href*='.srflow']").first.wait_for(timeout=60_000)
+            sess = tmp_path / "session.srflow"
+            r = page.request.get(page.locator("#dl_file a[href*='.srflow']").first.get_attribute("href"))
+            assert r.ok
+            sess.write_bytes(r.body())
+            tab("Input")
+            n, _ = _shown(page)
+            page.locator("#session_upload input[type=file]").first.set_input_files(str(sess))
+            n, got_name = _after(page, n)
+            assert got_name == cur and re.search("^session restored", _status(page)), _status(page)
+            tab("Explore")
+            _views_show(page, cur)
+
+            # a model switch re-encodes the input: no result yet, so no view shows an old one
+            tab("Input")
+            n, _ = _shown(page)
+            page.locator("#model input").click()
+            page.get_by_role("option", name=re.compile("hcflow_sr · HCFlow")).click()
+            n, got_name = _after(page, n)
+            assert got_name == "" and re.search("^loaded the same input again", _status(page)), _status(page)
+            tab("Explore")
+            assert _srcs(page, "current") == [] and _srcs(page, "compare") == []
             assert not page.locator(".toast-body.error").count()
         finally:
             browser.close()
