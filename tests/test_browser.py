@@ -5,6 +5,12 @@ ImageEditor canvas, click "Resample region", check that the result changed where
 it was painted (and only there), and save a full-page screenshot to
 docs/screenshot.png.  Then switch to the HCFlow SR fixture in the model dropdown and
 generate with it, and rescale a photo in the Rescale tab (HCFlow rescaling fixture).
+``test_every_view_shows_the_current_image`` runs every editing action (load, generate,
+pick, normalize, harmonize, undo/redo, style, ground truth, restore, downloads, session
+upload, model switch) and checks, after each, that every view shows the session's current
+image: it waits on the page's ``#shown`` (the app's refresh counter and current file
+name), never on a sleep.  (Resample / take region are checked without a browser, in
+tests/test_app_views.py.)
 No browser download: Playwright drives the system Chromium.
 """
 from __future__ import annotations
@@ -196,3 +202,163 @@ def test_upload_generate_paint_resample(tmp_path):
             browser.close()
     assert SCREENSHOT.stat().st_size > 20_000
     assert not outside, f"requests outside the app: {outside[:5]}"
+
+
+# ----------------------------------------------------------------------------
+# one source of truth for what is shown (issue #16)
+# ----------------------------------------------------------------------------
+
+def _shown(page) -> tuple[int, str]:
+    """The page's ``#shown``: (view refreshes so far, file name of the session's current image)."""
+    v = page.locator("#shown textarea").input_value().split()
+    return (int(v[0]), v[1] if len(v) > 1 else "") if v else (0, "")
+
+
+def _after(page, count: int, timeout=120_000) -> tuple[int, str]:
+    """Wait until the views were refreshed after ``count`` (the app's own counter)."""
+    page.wait_for_function(
+        "(n) => { const t = document.querySelector('#shown textarea');"
+        " return t && t.value && parseInt(t.value.split(' ')[0]) > n; }", arg=count, timeout=timeout)
+    return _shown(page)
+
+
+def _srcs(page, elem_id: str) -> list[str]:
+    """The file names of the images an element shows."""
+    return [(s or "").split("?")[0].rsplit("/", 1)[-1] for s in
+            page.locator(f"#{elem_id} img").evaluate_all("els => els.map(e => e.getAttribute('src'))")]
+
+
+def _views_show(page, name: str) -> None:
+    """Every view of the current image shows ``name``, the session's current image."""
+    assert _srcs(page, "current") == [name], ("current", _srcs(page, "current"), name)
+    assert name in _srcs(page, "compare")[-1:], ("slider", _srcs(page, "compare"), name)
+
+
+def test_every_view_shows_the_current_image(tmp_path):
+    """Run every action of an editing session in the browser; after each, the current result,
+    the comparison slider and the previews show the session's current image (or nothing),
+    never an old one: also after harmonize, restore, undo and redo."""
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    import flow
+
+    name, model = _model(tmp_path)
+    cat, astro = example_photo("chelsea_cat"), example_photo("astronaut_face")
+    noisy = tmp_path / "noisy_astronaut.png"
+    a = np.asarray(Image.open(astro).convert("RGB"), dtype=np.int16)
+    Image.fromarray(np.clip(a + np.random.default_rng(0).normal(0, 12, a.shape), 0, 255).astype(np.uint8)).save(noisy)
+    models = {name: model, "hcflow_sr": flow.load_model(HC_SR, device="cpu")}
+    with running_app(models, max_side=64) as demo, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(demo.local_url, wait_until="load")
+            page.locator("#load").wait_for(timeout=60_000)
+            tab = lambda t: page.get_by_role("tab", name=re.compile(t)).click()  # noqa: E731
+
+            def act(click: str, status: str) -> str:
+                n, _ = _shown(page)
+                page.click(click)
+                n, cur = _after(page, n)
+                assert re.search(status, _status(page)), (status, _status(page))
+                return cur
+
+            # load (HR photo, downscaled first) and generate
+            _upload(page, "upload", cat)
+            page.locator("#downscale input[type=checkbox]").check()
+            act("#load", "^loaded")
+            tab("Explore")
+            cur = act("#generate", "^sampled 4")
+            _views_show(page, cur)
+            # pick sample 2 from the gallery
+            n, _ = _shown(page)
+            page.locator("#gallery img").nth(2).click()
+            n, cur = _after(page, n)
+            _views_show(page, cur)
+            # normalize (global, no mask) in the Brush tab
+            tab("Brush")
+            page.get_by_text("Latent normalization").click()
+            page.get_by_label("global").first.check()
+            act("#normalize", "normaliz")
+            tab("Explore")
+            _views_show(page, _shown(page)[1])
+
+            # harmonize: the harmonized preview is the current image, then undo / redo
+            tab("Transfer")
+            _upload(page, "source", astro)
+            cur = act("#harmonize", "LR-PSNR raw paste")
+            assert _srcs(page, "harmonized") == [cur] and len(_srcs(page, "raw_paste")) == 1
+            tab("Explore")
+            _views_show(page, cur)
+            harmonized = cur
+            cur = act("#undo", "^undo")
+            assert cur != harmonized
+            _views_show(page, cur)
+            tab("Transfer")
+            assert _srcs(page, "harmonized") == [] and _srcs(page, "raw_paste") == [], "stale previews after undo"
+            cur = act("#redo", "^redo")
+            assert cur == harmonized and _srcs(page, "harmonized") == [cur]
+
+            # style transfer, then the ground truth as the target
+            _upload(page, "style", example_photo("rocket"))
+            cur = act("#style_transfer", "style statistics")
+            tab("Explore")
+            _views_show(page, cur)
+            tab("Transfer")
+            cur = act("#use_hr", "ground truth")
+            tab("Explore")
+            _views_show(page, cur)
+
+            # restore a noisy astronaut after editing the cat: every view shows the restored image
+            tab("Restore")
+            _upload(page, "degraded", noisy)
+            cur = act("#restore_btn", "restor")
+            assert _srcs(page, "restore_compare")[-1:] == [cur], _srcs(page, "restore_compare")
+            tab("Explore")
+            _views_show(page, cur)
+            restored = cur
+            cur = act("#undo", "^undo")
+            _views_show(page, cur)
+            tab("Restore")
+            assert _srcs(page, "restore_compare") == [], "stale restore preview after undo"
+            cur = act("#redo", "^redo")
+            assert cur == restored
+            tab("Explore")
+            _views_show(page, cur)
+
+            # the download is the current image too
+            shown = _fetch(page, page.locator("#current img").first.get_attribute("src"), tmp_path / "shown.png")
+            page.click("#download_png")
+            link = page.locator("#dl_file a").first
+            link.wait_for(timeout=60_000)
+            got = _fetch(page, link.get_attribute("href"), tmp_path / "download.png")
+            assert np.array_equal(got, shown)
+
+            # the session file, downloaded and uploaded again: the same current image everywhere
+            page.click("#download_session")
+            page.locator("#dl_file a[href*='.srflow']").first.wait_for(timeout=60_000)
+            sess = tmp_path / "session.srflow"
+            r = page.request.get(page.locator("#dl_file a[href*='.srflow']").first.get_attribute("href"))
+            assert r.ok
+            sess.write_bytes(r.body())
+            tab("Input")
+            n, _ = _shown(page)
+            page.locator("#session_upload input[type=file]").first.set_input_files(str(sess))
+            n, got_name = _after(page, n)
+            assert got_name == cur and re.search("^session restored", _status(page)), _status(page)
+            tab("Explore")
+            _views_show(page, cur)
+
+            # a model switch re-encodes the input: no result yet, so no view shows an old one
+            tab("Input")
+            n, _ = _shown(page)
+            page.locator("#model input").click()
+            page.get_by_role("option", name=re.compile("hcflow_sr · HCFlow")).click()
+            n, got_name = _after(page, n)
+            assert got_name == "" and re.search("^loaded the same input again", _status(page)), _status(page)
+            tab("Explore")
+            assert _srcs(page, "current") == [] and _srcs(page, "compare") == []
+            assert not page.locator(".toast-body.error").count()
+        finally:
+            browser.close()

@@ -5,8 +5,8 @@
 * :mod:`~app.ui.handlers`: :class:`Studio`, the handlers (thin wrappers around
   :class:`app.session.EditSession` and :mod:`app.engine`), per-tab state and the
   hosting rules;
-* :mod:`~app.ui.views`: status lines, the secondary views refreshed after every
-  action, and image outputs as files.
+* :mod:`~app.ui.views`: status lines, every view refreshed from the session after
+  every action (``VIEW_NAMES``), and image outputs as files.
 
 The app works offline: analytics and hub telemetry are switched off here, before Gradio
 is imported; no CDN assets, no run-history page.

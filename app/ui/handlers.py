@@ -46,7 +46,7 @@ from app.models import Catalog
 from app.session import EditSession, SessionFileError
 from flow.ops.imresize import make_lr
 
-from .views import ImageFiles, Views, caption, fmt_db, gallery_key, hr_shape, metrics_text, status_text
+from .views import ImageFiles, Previews, Views, caption, fmt_db, gallery_key, hr_shape, metrics_text, status_text
 
 log = logging.getLogger("srflow.ui")
 
@@ -71,6 +71,7 @@ class TabState:
         self.gallery_key = None        # what the gallery view currently shows
         self.uncertainty_key = None
         self.uncertainty_img = None
+        self.previews = None           # views.Previews of the action that made the current image
 
     def __deepcopy__(self, memo):      # gradio never needs a copy; be explicit about sharing
         return self
@@ -219,7 +220,7 @@ class Studio:
             if tab.lr_projection and hasattr(sess, "lr_projection"):
                 sess.lr_projection = tab.lr_projection
             tab.session, tab.model_name, tab.origin = sess, name, (kind, img)
-            tab.gallery_key = tab.uncertainty_key = tab.uncertainty_img = None
+            tab.gallery_key = tab.uncertainty_key = tab.uncertainty_img = tab.previews = None
             dt = time.perf_counter() - t0
         lr = sess.lr
         text = (f"loaded {what}: LR {lr.shape[1]}×{lr.shape[0]} → SR {lr.shape[1] * sess.scale}×"
@@ -376,10 +377,10 @@ class Studio:
         with tab.lock:
             res = sess.transfer(src, src_box=box, dst_yx=dyx, dst_hw=(h, w), mode=str(mode),
                                 temperature=t, seed=s)
-        ex = res.extra
-        extra = (f"LR-PSNR raw paste {fmt_db(ex.get('raw_lr_psnr'))} → harmonized "
-                 f"{fmt_db(ex.get('harmonized_lr_psnr'))}")
-        return tab, self.files.png(ex.get("raw")), self.files.png(res.image), status_text(res, notes, extra)
+            ex, raw, harmonized = res.extra, self.files.png(res.extra.get("raw")), self.files.png(res.image)
+            tab.previews = Previews(res.image, raw_view=raw, harm_view=harmonized)
+        extra = f"LR-PSNR raw paste {fmt_db(ex.get('raw_lr_psnr'))} → harmonized {fmt_db(ex.get('harmonized_lr_psnr'))}"
+        return tab, raw, harmonized, status_text(res, notes, extra)
 
     @guarded
     def style_transfer(self, tab, style, use_mask, editor, progress=gr.Progress()):
@@ -389,7 +390,8 @@ class Studio:
         progress(0.1, desc="Encoding the style image")
         with tab.lock:
             res = sess.style_transfer(img, mask=mask)
-        return tab, self.files.png(res.extra.get("style_hr")), self.files.png(res.image), status_text(res, notes)
+            tab.previews = Previews(res.image, style_view=self.files.png(res.extra.get("style_hr")))
+        return tab, tab.previews.views["style_view"], self.files.png(res.image), status_text(res, notes)
 
     @guarded
     def use_hr(self, tab, progress=gr.Progress()):
@@ -430,9 +432,10 @@ class Studio:
             res = tab.session.restore(img, temperature=t, seed=s)
             tab.origin = ("lr", tab.session.lr)       # a model switch re-encodes the new LR
             tab.gallery_key = None
-        inp = res.extra.get("input", img)
-        return (tab, (self.files.png(inp), self.files.png(res.image)), self.files.png(res.extra.get("sr_from_lr")),
-                status_text(res, notes))
+            pair = (self.files.png(res.extra.get("input", img)), self.files.png(res.image))
+            tab.previews = Previews(res.image, restore_view=pair,
+                                    sr_lr_view=self.files.png(res.extra.get("sr_from_lr")))
+        return tab, pair, tab.previews.views["sr_lr_view"], status_text(res, notes)
 
     # -- rescale / compare (app/engine.py) -----------------------------------------
     @guarded
@@ -564,7 +567,7 @@ class Studio:
             tab.session, tab.model_name = sess, name
             tab.origin = ("hr", sess.hr) if sess.hr is not None else ("lr", sess.lr)
             tab.lr_projection = float(getattr(sess, "lr_projection", 0.0) or 0.0)
-            tab.gallery_key = tab.uncertainty_key = tab.uncertainty_img = None
+            tab.gallery_key = tab.uncertainty_key = tab.uncertainty_img = tab.previews = None
         note = "" if name == first else f" (with model {name}, the one it was made with)"
         return tab, self.files.png(sess.lr), self.files.png(sess.current), name, f"session restored{note}: {len(sess.gallery)} " \
             f"gallery sample(s), undo {'available' if sess.can_undo else 'empty'}"
@@ -593,5 +596,5 @@ class Studio:
 
     # -- views (private; after every action) ------------------------------------
     def views(self, tab, editor, use_gt):
-        """Refresh the secondary views: slider, editor, uncertainty, gallery, buttons."""
+        """Every view of the tab from its session (:data:`app.ui.views.VIEW_NAMES`)."""
         return self.view.refresh(tab, editor, use_gt)

@@ -18,6 +18,7 @@ from app.limits import HISTORY_MB, HISTORY_STEPS, MAX_ACTION_MB, MAX_DILATION, M
 
 from .components import ImageEditor, Number, Slider
 from .handlers import Studio
+from .views import VIEW_NAMES
 
 CSS = """
 #status textarea {font-family: ui-monospace, monospace; font-size: 0.9em}
@@ -79,6 +80,8 @@ def _header(c) -> None:
                 c.png_btn = gr.Button("Download PNG", size="sm", elem_id="download_png")
                 c.sess_btn = gr.Button("Download session", size="sm", elem_id="download_session")
             c.dl_file = gr.File(label="Download", interactive=False, height=60, visible=False, elem_id="dl_file")
+    # rendered but hidden: "<refresh count> <file name of the current image>", set by every view refresh
+    c.shown = gr.Textbox(value="", visible="hidden", interactive=False, elem_id="shown", container=False)
 
 
 def _input_tab(c, st, img_kw) -> None:
@@ -289,10 +292,11 @@ def _compare_tab(c, st, img_kw) -> None:
 
 def _wire(c, st, tab) -> None:
     """The events: every handler with its inputs, outputs and API name (the API of docs/API.md)."""
-    view_out = [c.slider, c.editor, c.uncert, c.gallery, c.undo_btn, c.redo_btn, c.use_gt, c.lr_view]
+    view_out = [getattr(c, n) for n in VIEW_NAMES]      # every view, from the session (views.py)
 
     def then_views(dep):
-        """After a successful action: refresh the secondary views (private, unqueued)."""
+        """After a successful action: every view from the session (private, unqueued).  Every
+        event that outputs the tab's state goes through here (tests/test_app_views.py checks)."""
         return dep.success(st.views, [tab, c.editor, c.use_gt], view_out, api_visibility="private",
                            queue=False, show_progress="hidden")
 
@@ -309,7 +313,7 @@ def _wire(c, st, tab) -> None:
                  api_visibility="private")
     then_views(c.gen_btn.click(st.generate, [tab, c.temp, c.seed, c.n_samples],
                                [tab, c.gallery, c.current, c.status], api_name="generate"))
-    c.proj.release(st.set_lr_projection, [tab, c.proj], [tab, c.status], api_name="set_lr_projection")
+    then_views(c.proj.release(st.set_lr_projection, [tab, c.proj], [tab, c.status], api_name="set_lr_projection"))
     then_views(c.gallery.select(st.select_sample, None, c.take_k, api_visibility="private", queue=False)
                .success(st.pick, [tab, c.take_k], edited, api_name="pick"))
     c.use_gt.input(st.views, [tab, c.editor, c.use_gt], view_out, api_visibility="private", queue=False,

@@ -1,6 +1,7 @@
-"""What the app shows: status lines and captions, the secondary views refreshed after
-every action (comparison slider, brush editor, uncertainty map, gallery, undo/redo
-buttons, LR view), and image outputs as PNG files.
+"""What the app shows: status lines and captions, the views refreshed from the session
+after every action (:data:`VIEW_NAMES`: the current result, comparison slider, brush
+editor, uncertainty map, gallery, undo/redo buttons, LR view and the previews of the
+action that made the current image), and image outputs as PNG files.
 
 Image outputs go through :class:`ImageFiles`: Gradio re-encodes array outputs into its
 cache on every event, rewriting the same file while a browser may be reading it; a path
@@ -154,7 +155,7 @@ def hr_shape(sess) -> tuple[int, int]:
 
 
 # ----------------------------------------------------------------------------
-# secondary views
+# the views of the session
 # ----------------------------------------------------------------------------
 
 def gallery_key(sess):
@@ -162,21 +163,43 @@ def gallery_key(sess):
     return tuple((int(g.seed), float(g.temperature), id(g.image)) for g in sess.gallery)
 
 
-#: the number of secondary views :meth:`Views.refresh` returns
-N_VIEWS = 8
+#: the views every action refreshes from the session, in this order (the outputs of
+#: :meth:`Views.refresh`; ``app.ui.layout`` maps each name to its component).  One list,
+#: so that no action can forget one: the current result, the comparison slider, the brush
+#: editor, the uncertainty map, the gallery, undo / redo, the ground-truth checkbox, the LR
+#: view, the previews of the actions that made the current image (raw paste / harmonized,
+#: style image, restore pair and plain SR), and ``shown``: a hidden text, ``"<refresh
+#: count> <file name of the current image>"``, that the browser test waits on.
+VIEW_NAMES = ("current", "slider", "editor", "uncert", "gallery", "undo_btn", "redo_btn", "use_gt",
+              "lr_view", "raw_view", "harm_view", "style_view", "restore_view", "sr_lr_view", "shown")
+N_VIEWS = len(VIEW_NAMES)
+#: the previews shown only while the image their action made is the session's current one
+PREVIEWS = ("raw_view", "harm_view", "style_view", "restore_view", "sr_lr_view")
+
+
+class Previews:
+    """What an action showed besides its result (e.g. the raw paste of a harmonize), valid
+    while ``image``, the result it made, is the session's current image (undo / redo bring
+    back the same array, so a redo shows them again)."""
+
+    def __init__(self, image, **views):
+        unknown = set(views) - set(PREVIEWS)
+        if unknown:
+            raise ValueError(f"not previews: {sorted(unknown)}")
+        self.image = image
+        self.views = views
 
 
 class Views:
-    """The secondary views of a tab, refreshed after every action; the gallery and the
-    uncertainty map are re-sent only when the gallery changed."""
+    """Every view of a tab, refreshed from its session after every action; the gallery and
+    the uncertainty map are re-sent only when the gallery changed."""
 
     def __init__(self, files: ImageFiles):
         self.files = files
 
     def refresh(self, tab, editor, use_gt):
-        """(slider, editor, uncertainty, gallery, undo button, redo button, ground-truth
-        checkbox, LR view) for the tab's session; ``gr.skip()`` for each without one.
-        A failing refresh is logged and skipped: it must never break the page."""
+        """The values of :data:`VIEW_NAMES` for the tab's session; ``gr.skip()`` for each
+        without one.  A failing refresh is logged and skipped: it must never break the page."""
         try:
             return self._refresh(tab, editor, use_gt)
         except Exception:  # noqa: BLE001
@@ -191,11 +214,12 @@ class Views:
             s = tab.session
             cur = s.current
             gt = s.hr is not None
+            cur_path = f(cur)
             if cur is None:
                 slider = editor_v = None
             else:
                 ref = s.hr if (use_gt and gt) else s.bicubic
-                slider = gr.update(value=(f(ref), f(cur)),
+                slider = gr.update(value=(f(ref), cur_path),
                                    label=("ground truth" if use_gt and gt else "bicubic")
                                    + " ⟷ current (drag the handle)")
                 layers = []
@@ -203,7 +227,7 @@ class Views:
                     for layer in editor.get("layers") or []:
                         if layer is not None and np.asarray(layer).shape[:2] == cur.shape[:2]:
                             layers.append(f(np.asarray(layer, dtype=np.uint8)))
-                editor_v = {"background": f(cur), "layers": layers, "composite": None}
+                editor_v = {"background": cur_path, "layers": layers, "composite": None}
             key = gallery_key(s)
             if key != tab.gallery_key:
                 gallery = [(f(g.image), caption(g)) for g in s.gallery]
@@ -223,6 +247,11 @@ class Views:
                         tab.uncertainty_img = None
             unc = tab.uncertainty_img if tab.uncertainty_img is not None else \
                 gr.update(value=None, label="Uncertainty (generate ≥ 2 samples)")
-            return (slider, editor_v, unc, gallery, gr.update(interactive=bool(s.can_undo)),
+            pv = getattr(tab, "previews", None)
+            live = pv.views if pv is not None and cur is not None and pv.image is cur else {}
+            previews = tuple(live.get(n) for n in PREVIEWS)
+            tab.refreshes = getattr(tab, "refreshes", 0) + 1   # the page's ``shown`` counter
+            shown = f"{tab.refreshes} {os.path.basename(cur_path) if cur_path else ''}".strip()
+            return (cur_path, slider, editor_v, unc, gallery, gr.update(interactive=bool(s.can_undo)),
                     gr.update(interactive=bool(s.can_redo)), gr.update(interactive=gt, value=bool(use_gt and gt)),
-                    f(s.lr))
+                    f(s.lr)) + previews + (shown,)
