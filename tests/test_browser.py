@@ -67,8 +67,11 @@ def _upload(page, elem_id: str, path: Path, tries: int = 3) -> None:
         inp = page.locator(f"#{elem_id} input[type=file]")
         if inp.count():                     # gone once the component holds a file: then just wait
             inp.first.set_input_files(str(path))
-        try:
-            page.locator(f"#{elem_id}").get_by_text(path.name).first.wait_for(timeout=20_000)
+        try:   # the name may be split over elements ("rocket" + ".png"): compare without whitespace
+            page.wait_for_function(
+                "([sel, name]) => { const e = document.querySelector(sel);"
+                " return !!e && e.innerText.replace(/\\s+/g, '').includes(name); }",
+                arg=[f"#{elem_id}", path.name.replace(" ", "")], timeout=20_000)
             return
         except Exception:
             if k == tries - 1:
