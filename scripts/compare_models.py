@@ -101,10 +101,11 @@ def main(argv=None):
         return
     images = heldout_images(HELDOUT[:4], crop=256)
     rows = {}
-    bic = [psnr(imresize(make_lr(hr, 4), 4.0), hr) for hr in images.values()]
-    rows["bicubic"] = {"psnr_t0": float(np.mean(bic)), "psnr_gain_t0": 0.0,
-                       "lr_psnr_t09_mean": float(np.mean([ntire_lr_psnr([imresize(make_lr(hr, 4), 4.0)], hr, 4)[0]
-                                                          for hr in images.values()])),
+    bics = {name: imresize(make_lr(hr, 4), 4.0) for name, hr in images.items()}
+    rows["bicubic"] = {"psnr_t0": float(np.mean([psnr(bics[n], hr) for n, hr in images.items()])),
+                       "psnr_gain_t0": 0.0,
+                       "lr_psnr_t09_mean": float(np.mean([ntire_lr_psnr([bics[n]], hr, 4)[0]
+                                                          for n, hr in images.items()])),
                        "pixel_std_t09": 0.0}
     for spec in a.rrdb:
         name, path = spec.split("=", 1)

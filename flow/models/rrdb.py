@@ -132,9 +132,8 @@ class RRDBNet(nn.Module):
 
     def forward(self, lr):
         h, _ = self.trunk(lr)
-        r = 1
-        for r, h in self._up_maps(h, self.scale):
+        for _, h in self._up_maps(h, self.scale):
             pass
-        if self.tail == "esrgan" or r == 1:
+        if self.tail == "esrgan":      # the official maps are already activated
             h = lrelu(h)
         return self.conv_last(lrelu(self.HRconv(h)))

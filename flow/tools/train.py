@@ -188,10 +188,6 @@ class Trainer:
         random.seed(cfg.run.seed)
         self.model = registry.build(cfg.model).to(self.device)
         self.model.prepare_training()
-        if self.ddp:   # every replica starts from rank 0's weights (DDP does so only where it wraps)
-            with torch.no_grad():
-                for t in self.model.state_dict().values():
-                    dist.broadcast(t, 0)
         self.sampler = sampler
         self.gen = torch.Generator().manual_seed(cfg.run.seed * 1000 + self.rank)
         self.noise_gen = torch.Generator().manual_seed(cfg.run.seed * 1000 + 500 + self.rank)
